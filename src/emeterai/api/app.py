@@ -1,0 +1,90 @@
+"""`create_app(settings)`: the FastAPI application, wired explicitly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from emeterai.api import problems
+from emeterai.api.limits import BodyLimit
+from emeterai.api.routes import router
+from emeterai.config import Settings
+from emeterai.db import transaction
+from emeterai.runtime import build_runtime
+from emeterai.stamping.signing import Signer, SigningPool
+from emeterai.web.routes import router as web_router
+
+RELEASE_INTERVAL_S = 15.0
+
+
+async def _release_expired_forever(app: FastAPI) -> None:
+    """Give back the quota of reservations whose stamping died with its process."""
+    from emeterai.stamping.service import release_expired
+
+    runtime = app.state.runtime
+
+    def sweep() -> None:
+        with transaction(runtime.sessions) as session:
+            release_expired(session, now=runtime.clock.now())
+
+    while True:
+        await asyncio.sleep(RELEASE_INTERVAL_S)
+        with suppress(Exception):  # a busy database is retried on the next round
+            await run_in_threadpool(sweep)
+
+
+def create_app(settings: Settings, *, signer: Signer | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = build_runtime(settings)
+        pool = None if signer is not None else SigningPool(settings)
+        app.state.runtime = runtime
+        app.state.signer = signer or pool
+        sweeper = asyncio.create_task(_release_expired_forever(app))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with suppress(asyncio.CancelledError):
+                await sweeper
+            if pool is not None:
+                pool.close()
+            runtime.close()
+
+    app = FastAPI(
+        title="emeterai",
+        version="1",
+        description="e-Meterai: stamp PDFs with the electronic stamp duty, and verify them.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(router)
+    app.include_router(web_router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> dict[str, Any]:
+        from sqlalchemy import text
+
+        def ping() -> None:
+            with app.state.runtime.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+
+        await run_in_threadpool(ping)
+        return {"status": "ready"}
+
+    app.add_middleware(BodyLimit, bytes_max=settings.upload_bytes_max)
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """For `uvicorn --factory`: every worker process builds its own app from EMETERAI_*."""
+    return create_app(Settings())

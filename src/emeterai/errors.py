@@ -1,0 +1,217 @@
+"""The one error tree of emeterai.
+
+Every refusal the product makes is an `EmeteraiError` with a stable `code`. Edges map
+errors in exactly one place each: problem+json for HTTP (`status`), an exit code for the
+CLI. The codes are part of the public contract: never rename one, only add.
+
+A verification outcome is not an error: it is a frozen result value (see `verify/`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class EmeteraiError(Exception):
+    """Base of every domain error."""
+
+    code: ClassVar[str] = "INTERNAL"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+
+# --- Input: the document --------------------------------------------------------------
+
+
+class BadInput(EmeteraiError):
+    code = "BAD_INPUT"
+    status = 422
+    title = "The request is not valid"
+
+
+class NotAPdf(BadInput):
+    code = "NOT_A_PDF"
+    title = "The file is not a PDF document"
+
+
+class PdfMalformed(BadInput):
+    code = "PDF_MALFORMED"
+    title = "The PDF is broken or truncated and cannot be read"
+
+
+class PdfEncrypted(BadInput):
+    code = "PDF_ENCRYPTED"
+    title = "The PDF is encrypted or password-protected; remove the protection first"
+
+
+class PdfTooLarge(BadInput):
+    code = "PDF_TOO_LARGE"
+    status = 413
+    title = "The PDF is larger than the limit"
+
+
+class PdfTooManyPages(BadInput):
+    code = "PDF_TOO_MANY_PAGES"
+    status = 413
+    title = "The PDF has more pages than the limit"
+
+
+class PdfLocked(BadInput):
+    code = "PDF_LOCKED"
+    title = "The PDF is certified against any change, so it cannot be stamped"
+
+
+class PageOutOfRange(BadInput):
+    code = "PAGE_OUT_OF_RANGE"
+    title = "The document has no such page"
+
+
+class PositionOffPage(BadInput):
+    code = "POSITION_OFF_PAGE"
+    title = "The stamp would not fit on the page at that position"
+
+
+class AlreadyStamped(EmeteraiError):
+    code = "ALREADY_STAMPED"
+    status = 409
+    title = "The document already carries an e-Meterai; duty is due once per document"
+
+
+class InvalidSerial(BadInput):
+    code = "INVALID_SERIAL"
+    title = "That is not a valid e-Meterai serial number (check for a typing mistake)"
+
+
+class InvalidEmail(BadInput):
+    code = "INVALID_EMAIL"
+    title = "That is not a valid e-mail address"
+
+
+class InvalidIdempotencyKey(BadInput):
+    code = "INVALID_IDEMPOTENCY_KEY"
+    title = "The idempotency key must be 1 to 128 visible ASCII characters"
+
+
+class InvalidAmount(BadInput):
+    code = "INVALID_AMOUNT"
+    title = "The amount must be a positive whole number within the limit"
+
+
+# --- Identity ---------------------------------------------------------------------------
+
+
+class Unauthenticated(EmeteraiError):
+    code = "UNAUTHENTICATED"
+    status = 401
+    title = "A valid API token is required"
+
+
+class AccountNotFound(EmeteraiError):
+    code = "ACCOUNT_NOT_FOUND"
+    status = 404
+    title = "No account has that e-mail address"
+
+
+class AccountExists(EmeteraiError):
+    code = "ACCOUNT_EXISTS"
+    status = 409
+    title = "An account with that e-mail address already exists"
+
+
+# --- Ledger and registry ----------------------------------------------------------------
+
+
+class QuotaExhausted(EmeteraiError):
+    code = "QUOTA_EXHAUSTED"
+    status = 402
+    title = "No e-Meterai quota is left on this account; buy more first"
+
+
+class IdempotencyConflict(EmeteraiError):
+    code = "IDEMPOTENCY_CONFLICT"
+    status = 409
+    title = "This idempotency key was already used for a different request"
+
+
+class RequestInProgress(EmeteraiError):
+    code = "REQUEST_IN_PROGRESS"
+    status = 409
+    title = "A request with this idempotency key is still being processed; retry shortly"
+
+
+class ReservationExpired(EmeteraiError):
+    code = "RESERVATION_EXPIRED"
+    status = 503
+    title = "Stamping took too long and was abandoned; no quota was charged, try again"
+
+
+class TransferConflict(EmeteraiError):
+    """A pending transfer was already posted, voided or expired."""
+
+    code = "TRANSFER_CONFLICT"
+    status = 409
+    title = "The reservation was already settled"
+
+
+class SerialNotFound(EmeteraiError):
+    code = "SERIAL_NOT_FOUND"
+    status = 404
+    title = "No e-Meterai has that serial number"
+
+
+class SerialNotRevocable(EmeteraiError):
+    code = "SERIAL_NOT_REVOCABLE"
+    status = 409
+    title = "Only a used serial can be revoked"
+
+
+# --- Stamping machinery -----------------------------------------------------------------
+
+
+class IssuerNotInitialised(EmeteraiError):
+    code = "ISSUER_NOT_INITIALISED"
+    status = 503
+    title = "The issuer keys are missing; run 'emeterai init' first"
+
+
+class KeyPassphraseMissing(EmeteraiError):
+    code = "KEY_PASSPHRASE_MISSING"
+    status = 503
+    title = "The key passphrase is missing; set EMETERAI_KEY_PASSPHRASE"
+
+
+class KeyPassphraseWrong(EmeteraiError):
+    code = "KEY_PASSPHRASE_WRONG"
+    status = 503
+    title = "The key passphrase does not open the issuer keys"
+
+
+class SigningFailed(EmeteraiError):
+    code = "SIGNING_FAILED"
+    status = 500
+    title = "The document could not be signed; no quota was charged"
+
+
+class DatabaseNotReady(EmeteraiError):
+    code = "DATABASE_NOT_READY"
+    status = 503
+    title = "The database is not initialised; run 'emeterai init' first"
+
+
+class ExceedsCredits(EmeteraiError):
+    """A debit would overdraw an account flagged `debits_must_not_exceed_credits`."""
+
+    code = "EXCEEDS_CREDITS"
+    status = 409
+    title = "The account does not hold enough to cover this transfer"
+
+
+class LedgerAccountNotFound(EmeteraiError):
+    code = "LEDGER_ACCOUNT_NOT_FOUND"
+    status = 404
+    title = "No such ledger account"

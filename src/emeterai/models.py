@@ -1,0 +1,11 @@
+"""Every table, imported in one place so the metadata is complete for Alembic and audit."""
+
+from emeterai.accounts.models import Account, ApiToken
+from emeterai.db import Base
+from emeterai.ledger.models import LedgerAccount, Transfer
+from emeterai.serials.models import Serial
+from emeterai.stamping.models import Stamp
+
+metadata = Base.metadata
+
+__all__ = ["Account", "ApiToken", "LedgerAccount", "Serial", "Stamp", "Transfer", "metadata"]

@@ -1,0 +1,104 @@
+"""The signer seam: in this process (CLI, worker) or in a pool of processes (HTTP).
+
+Signing is CPU-bound Python, so the HTTP server never runs it on the event loop nor in
+its threads: each pool process loads the issuer key once and keeps it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from emeterai.config import Settings
+from emeterai.errors import EmeteraiError, KeyPassphraseMissing, SigningFailed
+from emeterai.pdf import Placement, StampSigner
+from emeterai.pki import SigningMaterial, load_signing_material
+
+SIGN_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class SignJob:
+    document: bytes
+    serial: str
+    verify_url: str
+    placement: Placement
+    signed_at: datetime
+
+
+class Signer(Protocol):
+    def __call__(self, job: SignJob) -> bytes: ...
+
+
+def key_passphrase(settings: Settings) -> bytes:
+    """From EMETERAI_KEY_PASSPHRASE, or the development file `emeterai init` wrote."""
+    if settings.key_passphrase is not None:
+        return settings.key_passphrase.get_secret_value().encode()
+    if settings.passphrase_file.exists():
+        return settings.passphrase_file.read_text().strip().encode()
+    raise KeyPassphraseMissing(
+        f"set EMETERAI_KEY_PASSPHRASE (no development file at {settings.passphrase_file})"
+    )
+
+
+def load_material(settings: Settings) -> SigningMaterial:
+    return load_signing_material(settings.pki_dir, key_passphrase(settings))
+
+
+class InProcessSigner:
+    def __init__(self, material: SigningMaterial, *, timestamp_url: str | None = None) -> None:
+        self._signer = StampSigner(material, timestamp_url=timestamp_url)
+
+    def __call__(self, job: SignJob) -> bytes:
+        return self._signer.sign(
+            job.document,
+            serial=job.serial,
+            verify_url=job.verify_url,
+            placement=job.placement,
+            signed_at=job.signed_at,
+        )
+
+
+_WORKER_SIGNER: InProcessSigner | None = None
+
+
+def _start_worker(pki_dir: Path, passphrase: bytes, timestamp_url: str | None) -> None:
+    global _WORKER_SIGNER  # one signer per pool process, by design
+    _WORKER_SIGNER = InProcessSigner(
+        load_signing_material(pki_dir, passphrase), timestamp_url=timestamp_url
+    )
+
+
+def _sign_in_worker(job: SignJob) -> bytes:
+    if _WORKER_SIGNER is None:
+        raise SigningFailed("the signing process was not initialised")
+    return _WORKER_SIGNER(job)
+
+
+class SigningPool:
+    """A bounded pool of signing processes (spawned, so no server thread is forked)."""
+
+    def __init__(self, settings: Settings, *, processes: int | None = None) -> None:
+        passphrase = key_passphrase(settings)
+        load_signing_material(settings.pki_dir, passphrase)  # fail fast, here, not in a child
+        self._pool = ProcessPoolExecutor(
+            max_workers=processes or settings.signing_process_count,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(settings.pki_dir, passphrase, settings.timestamp_url),
+        )
+
+    def __call__(self, job: SignJob) -> bytes:
+        try:
+            return self._pool.submit(_sign_in_worker, job).result(timeout=SIGN_TIMEOUT_S)
+        except EmeteraiError:
+            raise
+        except Exception as error:
+            raise SigningFailed(f"signing failed: {type(error).__name__}") from error
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)

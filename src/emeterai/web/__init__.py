@@ -1,0 +1,1 @@
+"""Edges: server-rendered pages."""
