@@ -11,8 +11,14 @@ from pathlib import Path
 import pikepdf
 import pytest
 from PIL import Image
+
 from tests.support import corpus
 from tests.support.external import assert_qpdf_ok
+
+
+def _version_sample(version: str) -> Callable[[], bytes]:
+    return lambda: corpus.versions()[version]
+
 
 GOOD: dict[str, Callable[[], bytes]] = {
     "letter_a4": corpus.letter_a4,
@@ -28,10 +34,7 @@ GOOD: dict[str, Callable[[], bytes]] = {
     "with_acroform": corpus.with_acroform,
     "scanned_page": corpus.scanned_page,
     "qr_page": lambda: corpus.qr_page("https://meterai.test/v/0123456789ABCDEFGHJKMN"),
-    **{
-        f"version_{version}": (lambda version=version: corpus.versions()[version])
-        for version in corpus.versions()
-    },
+    **{f"version_{version}": _version_sample(version) for version in corpus.versions()},
 }
 
 
