@@ -1,0 +1,213 @@
+"""The ledger on both databases: double entry, at-most-once settlement, no overdraft."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text, update
+from sqlalchemy.exc import IntegrityError
+
+from emeterai.accounts import create_account
+from emeterai.db import make_engine, make_sessions, transaction
+from emeterai.errors import (
+    ExceedsCredits,
+    IdempotencyConflict,
+    InvalidAmount,
+    ReservationExpired,
+    TransferConflict,
+)
+from emeterai.ledger import (
+    LedgerAccount,
+    balance_of,
+    expire_due,
+    post_pending,
+    reserve,
+    transfer,
+    void_pending,
+)
+from emeterai.migrate import upgrade_database
+from emeterai.quota import add_quota, issuer_supply, quota_accounts, quota_balance
+from emeterai.runtime import Runtime
+from tests.conftest import FixedClock
+
+
+def _user(runtime: Runtime, email: str = "a@example.id") -> int:
+    with transaction(runtime.sessions) as session:
+        return create_account(session, email, now=runtime.clock.now()).id
+
+
+def test_operator_credit_is_idempotent_on_its_reference(runtime: Runtime) -> None:
+    user = _user(runtime)
+    now = runtime.clock.now()
+    for _ in range(3):
+        with transaction(runtime.sessions) as session:
+            add_quota(session, user, 5, reference="ref-1", now=now)
+    with transaction(runtime.sessions) as session:
+        assert quota_balance(session, user, now=now).available == 5
+        with pytest.raises(IdempotencyConflict):
+            add_quota(session, user, 6, reference="ref-1", now=now)
+
+
+def test_reserve_counts_as_spent_and_settles_once(runtime: Runtime, clock: FixedClock) -> None:
+    user = _user(runtime)
+    now = clock.now()
+    with transaction(runtime.sessions) as session:
+        add_quota(session, user, 2, reference="r", now=now)
+        accounts = quota_accounts(session, user, now=now)
+        quota_id, used_id = accounts.quota.id, accounts.used.id
+        holds = [
+            reserve(
+                session,
+                debit_account_id=quota_id,
+                credit_account_id=used_id,
+                amount=1,
+                now=now,
+                expires_at=now + timedelta(seconds=60),
+            ).id
+            for _ in range(2)
+        ]
+        with pytest.raises(ExceedsCredits):
+            reserve(
+                session,
+                debit_account_id=quota_id,
+                credit_account_id=used_id,
+                amount=1,
+                now=now,
+                expires_at=now + timedelta(seconds=60),
+            )
+        assert balance_of(session, quota_id).available == 0
+    with transaction(runtime.sessions) as session:
+        first = post_pending(session, holds[0], now=now)
+        assert post_pending(session, holds[0], now=now).id == first.id  # a repeat is the same
+        with pytest.raises(TransferConflict):
+            void_pending(session, holds[0], now=now)
+        void_pending(session, holds[1], now=now)
+        with pytest.raises(TransferConflict):
+            post_pending(session, holds[1], now=now)
+        balance = quota_balance(session, user, now=now)
+    assert (balance.available, balance.reserved, balance.used) == (1, 0, 1)
+
+
+def test_expired_reservation_returns_and_cannot_be_posted(
+    runtime: Runtime, clock: FixedClock
+) -> None:
+    user = _user(runtime)
+    now = clock.now()
+    with transaction(runtime.sessions) as session:
+        add_quota(session, user, 1, reference="r", now=now)
+        accounts = quota_accounts(session, user, now=now)
+        hold = reserve(
+            session,
+            debit_account_id=accounts.quota.id,
+            credit_account_id=accounts.used.id,
+            amount=1,
+            now=now,
+            expires_at=now + timedelta(seconds=10),
+        ).id
+    clock.advance(11)
+    with transaction(runtime.sessions) as session, pytest.raises(ReservationExpired):
+        post_pending(session, hold, now=clock.now())
+    with transaction(runtime.sessions) as session:
+        assert expire_due(session, now=clock.now()) == [hold]
+        assert expire_due(session, now=clock.now()) == []
+        assert quota_balance(session, user, now=clock.now()).available == 1
+
+
+def test_amounts_are_positive_integers(runtime: Runtime) -> None:
+    now = runtime.clock.now()
+    user = _user(runtime)
+    with transaction(runtime.sessions) as session:
+        supply = issuer_supply(session, now=now)
+        accounts = quota_accounts(session, user, now=now)
+        for amount in (0, -1, 1.5, True):
+            with pytest.raises(InvalidAmount):
+                transfer(
+                    session,
+                    debit_account_id=supply.id,
+                    credit_account_id=accounts.quota.id,
+                    amount=amount,  # type: ignore[arg-type]
+                    now=now,
+                )
+
+
+def test_database_refuses_an_overdraft_that_python_did_not_catch(runtime: Runtime) -> None:
+    """The CHECK constraint backs the Python check: a raw UPDATE cannot overdraw."""
+    now = runtime.clock.now()
+    user = _user(runtime)
+    with transaction(runtime.sessions) as session:
+        quota_id = quota_accounts(session, user, now=now).quota.id
+    with pytest.raises(IntegrityError), transaction(runtime.sessions) as session:
+        session.execute(
+            update(LedgerAccount).where(LedgerAccount.id == quota_id).values(debits_posted=1)
+        )
+
+
+def test_database_refuses_a_second_settlement(runtime: Runtime) -> None:
+    now = runtime.clock.now()
+    user = _user(runtime)
+    with transaction(runtime.sessions) as session:
+        add_quota(session, user, 1, reference="r", now=now)
+        accounts = quota_accounts(session, user, now=now)
+        hold = reserve(
+            session,
+            debit_account_id=accounts.quota.id,
+            credit_account_id=accounts.used.id,
+            amount=1,
+            now=now,
+            expires_at=now + timedelta(seconds=60),
+        )
+        post_pending(session, hold.id, now=now)
+    with pytest.raises(IntegrityError), transaction(runtime.sessions) as session:
+        session.execute(
+            text(
+                "INSERT INTO ledger_transfers (ledger, kind, debit_account_id, credit_account_id,"
+                " amount, pending_id, memo, created_at)"
+                " VALUES (1, 'void', :d, :c, 1, :p, '', :now)"
+            ),
+            {"d": hold.debit_account_id, "c": hold.credit_account_id, "p": hold.id, "now": now},
+        )
+
+
+def test_parallel_reservations_never_overdraw_postgres(postgres_url: str) -> None:
+    """20 threads race for 5 units on real PostgreSQL row locks: exactly 5 win."""
+    upgrade_database(postgres_url)
+    engine = make_engine(postgres_url, pool_size=20)
+    sessions = make_sessions(engine)
+    now = datetime.now(UTC)
+    with transaction(sessions) as session:
+        user = create_account(session, "race@example.id", now=now).id
+        add_quota(session, user, 5, reference="r", now=now)
+        accounts = quota_accounts(session, user, now=now)
+        quota_id, used_id = accounts.quota.id, accounts.used.id
+    barrier = threading.Barrier(20)
+    outcomes: list[str] = []
+
+    def attempt() -> None:
+        barrier.wait()
+        try:
+            with transaction(sessions) as session:
+                reserve(
+                    session,
+                    debit_account_id=quota_id,
+                    credit_account_id=used_id,
+                    amount=1,
+                    now=now,
+                    expires_at=now + timedelta(seconds=60),
+                )
+            outcomes.append("ok")
+        except ExceedsCredits:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=attempt) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with transaction(sessions) as session:
+        balance = quota_balance(session, user, now=now)
+    engine.dispose()
+    assert sorted(outcomes).count("ok") == 5
+    assert outcomes.count("refused") == 15
+    assert (balance.available, balance.reserved) == (0, 5)
