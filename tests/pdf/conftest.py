@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pikepdf
 import pytest
+from pyhanko.keys import load_certs_from_pemder_data, load_private_key_from_pemder_data
+from pyhanko.sign import signers
+from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from emeterai.pdf import StampSigner
 from emeterai.pki import SigningMaterial, create_issuer_pki, load_signing_material
@@ -16,7 +19,6 @@ from tests.support.external import nss_db
 
 PASSPHRASE = b"test passphrase"
 SERIAL = "0123456789ABCDEFGHJKMN"
-OTHER_SERIAL = "ZYXWVTSRQPNMKJHGFEDCBA"
 VERIFY_BASE = "http://127.0.0.1:8000/v/"
 FIXED_NOW = dt.datetime(2024, 9, 2, 2, 0, tzinfo=dt.UTC)
 
@@ -44,6 +46,16 @@ def make_pdf(
     buffer = io.BytesIO()
     pdf.save(buffer)
     return buffer.getvalue()
+
+
+def plain_pyhanko_signer(material: SigningMaterial) -> signers.SimpleSigner:
+    """Someone else's ordinary pyHanko signer, for signatures that are not stamps."""
+    (certificate,) = load_certs_from_pemder_data(material.signer_cert_pem)
+    return signers.SimpleSigner(
+        signing_cert=certificate,
+        signing_key=load_private_key_from_pemder_data(material.signer_key_pem, material.passphrase),
+        cert_registry=SimpleCertificateStore(),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -93,7 +93,9 @@ def _placement(data: bytes, case: Case) -> Placement:
     )
 
 
-def _stamp_box_px(page_height_pt: float, placement: Placement, dpi: int) -> tuple[int, int, int, int]:
+def _stamp_box_px(
+    page_height_pt: float, placement: Placement, dpi: int
+) -> tuple[int, int, int, int]:
     """(x, y, w, h) in pixels from the top-left of the rendered page."""
     scale = dpi / 72
     x = placement.x_pt * scale
@@ -120,12 +122,16 @@ def _pink_bbox(png: bytes) -> tuple[int, int, int, int]:
 
 
 @pytest.fixture(scope="module")
-def upright_reference(stamp_signer: StampSigner, tmp_path_factory: pytest.TempPathFactory) -> Image.Image:
+def upright_reference(
+    stamp_signer: StampSigner, tmp_path_factory: pytest.TempPathFactory
+) -> Image.Image:
     """The stamp as rendered on a plain unrotated page: what "upright" looks like."""
     data = make_pdf()
     placement = Placement(1, 100, 100)
     path = tmp_path_factory.mktemp("reference") / "reference.pdf"
-    path.write_bytes(stamp_signer.sign(data, serial=SERIAL, verify_url=verify_url(), placement=placement))
+    path.write_bytes(
+        stamp_signer.sign(data, serial=SERIAL, verify_url=verify_url(), placement=placement)
+    )
     png = render_page_png(path, 1, QR_DPI)
     return _crop(png, 842, placement)
 
@@ -210,7 +216,9 @@ def test_stamp_every_pdf_version(
     data = corpus.versions()[version]
     path = tmp_path / "stamped.pdf"
     path.write_bytes(
-        stamp_signer.sign(data, serial=SERIAL, verify_url=verify_url(), placement=Placement(1, 50, 50))
+        stamp_signer.sign(
+            data, serial=SERIAL, verify_url=verify_url(), placement=Placement(1, 50, 50)
+        )
     )
     assert_pdfsig_ok(path, nssdir)
     assert_qpdf_ok(path)

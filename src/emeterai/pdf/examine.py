@@ -88,7 +88,7 @@ def _page_index(reader: PdfFileReader) -> dict[int, int]:
             if ref.idnum in seen:
                 continue
             seen.add(ref.idnum)
-        node = ref.get_object() if isinstance(ref, generic.IndirectObject) else ref
+        node = ref.get_object() if isinstance(ref, generic.IndirectObject) else ref  # type: ignore[no-untyped-call]
         if not isinstance(node, generic.DictionaryObject):
             continue
         kids = node.get("/Kids")
@@ -205,7 +205,7 @@ def examine_signatures(
     reports: list[tuple[int, SignatureReport]] = []
     for position, (name, sig_ref, field_ref) in enumerate(filled):
         field = (
-            field_ref.get_object() if isinstance(field_ref, generic.IndirectObject) else field_ref
+            field_ref.get_object() if isinstance(field_ref, generic.IndirectObject) else field_ref  # type: ignore[no-untyped-call]
         )
         page = None
         sig_object: Any = None

@@ -116,10 +116,12 @@ def page_geometry(
     right, top = min(crop[2], media[2]), min(crop[3], media[3])
     if right - left < 1 or top - bottom < 1:
         raise PdfMalformed("the page's visible area is empty")
-    try:
-        rotate_int = int(rotate) if rotate is not None else 0  # type: ignore[call-overload]
-    except (TypeError, ValueError) as error:
-        raise PdfMalformed("the page's /Rotate is not a number") from error
+    if rotate is None:
+        rotate_int = 0
+    elif isinstance(rotate, int | float) and math.isfinite(rotate) and rotate == int(rotate):
+        rotate_int = int(rotate)
+    else:
+        raise PdfMalformed("the page's /Rotate is not a whole number")
     if rotate_int % 90 != 0:
         raise PdfMalformed("the page's /Rotate is not a multiple of 90")
     return PageGeometry(left, bottom, right, top, rotate_int % 360)

@@ -17,7 +17,7 @@ import asyncio
 import datetime as dt
 import re
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from asn1crypto import tsp
@@ -111,7 +111,7 @@ class _HttpxTimeStamper(TimeStamper):
     """RFC 3161 over HTTP with httpx (pyHanko's own clients need aiohttp or requests)."""
 
     def __init__(self, url: str, timeout_s: float = _TIMESTAMP_TIMEOUT_S) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._url = url
         self._client = httpx.Client(timeout=timeout_s)
 
@@ -164,9 +164,9 @@ def geometry_of(page: generic.DictionaryObject) -> PageGeometry:
 def _appearance_stream(
     serial: str, verify_url: str, geometry: PageGeometry
 ) -> generic.StreamObject:
-    fonts = generic.DictionaryObject(
+    fonts = generic.DictionaryObject(  # type: ignore[no-untyped-call]
         {
-            pdf_name(resource): generic.DictionaryObject(
+            pdf_name(resource): generic.DictionaryObject(  # type: ignore[no-untyped-call]
                 {
                     pdf_name("/Type"): pdf_name("/Font"),
                     pdf_name("/Subtype"): pdf_name("/Type1"),
@@ -182,18 +182,18 @@ def _appearance_stream(
             pdf_name("/Type"): pdf_name("/XObject"),
             pdf_name("/Subtype"): pdf_name("/Form"),
             pdf_name("/BBox"): generic.ArrayObject(
-                [generic.FloatObject(v) for v in (0, 0, STAMP_SIZE_PT, STAMP_SIZE_PT)]
+                [generic.FloatObject(v) for v in (0, 0, STAMP_SIZE_PT, STAMP_SIZE_PT)]  # type: ignore[no-untyped-call]
             ),
             pdf_name("/Matrix"): generic.ArrayObject(
-                [generic.FloatObject(v) for v in geometry.appearance_matrix()]
+                [generic.FloatObject(v) for v in geometry.appearance_matrix()]  # type: ignore[no-untyped-call]
             ),
-            pdf_name("/Resources"): generic.DictionaryObject({pdf_name("/Font"): fonts}),
+            pdf_name("/Resources"): generic.DictionaryObject({pdf_name("/Font"): fonts}),  # type: ignore[no-untyped-call]
             # Lets `find_stamp_pictures` recognise a copied picture of a stamp.
             pdf_name(MARKER_KEY): pdf_string(serial),
         },
         stream_data=appearance_content(serial, verify_url),
     )
-    stream.compress()
+    stream.compress()  # type: ignore[no-untyped-call]
     return stream
 
 
@@ -205,7 +205,9 @@ class StampSigner:
         signer_cert = _asn1_cert(material.signer_cert_pem)
         root_cert = _asn1_cert(material.root_cert_pem)
         self._signer = _LoadedKeySigner(
-            key, signer_cert, SimpleCertificateStore.from_certs([root_cert, signer_cert])
+            key,
+            signer_cert,
+            SimpleCertificateStore.from_certs([root_cert, signer_cert]),  # type: ignore[no-untyped-call]
         )
         self._timestamper: TimeStamper | None = (
             _HttpxTimeStamper(timestamp_url) if timestamp_url else None
@@ -258,27 +260,25 @@ class StampSigner:
         page_count = int(writer.root["/Pages"]["/Count"])
         check_page_number(page_count, placement.page)
         try:
-            page_ref = writer.find_page_for_modification(placement.page - 1)[0]
+            page_ref = writer.find_page_for_modification(placement.page - 1)[0]  # type: ignore[no-untyped-call]
         except (PdfError, IndexError) as error:
             raise PageOutOfRange(f"page {placement.page} cannot be found") from error
         geometry = geometry_of(page_ref.get_object())
         check_fits(geometry.visible, placement)
 
         name = field_name_for(serial)
-        try:
-            fields.append_signature_field(
-                writer,
-                fields.SigFieldSpec(
-                    name,
-                    on_page=placement.page - 1,
-                    box=geometry.stamp_rect(placement.x_pt, placement.y_pt),
-                    empty_field_appearance=False,
-                ),
-            )
-        except PdfError as error:
-            if "already exists" in str(error):
-                raise AlreadyStamped(f"the document already has a field {name}") from error
-            raise
+        if any(True for _ in fields.enumerate_sig_fields(writer, with_name=name)):
+            raise AlreadyStamped(f"the document already has a field {name}")
+        fields.append_signature_field(
+            writer,
+            fields.SigFieldSpec(
+                name,
+                on_page=placement.page - 1,
+                # pyHanko annotates ints but rounds floats itself (fields.SignatureFormField).
+                box=cast(Any, geometry.stamp_rect(placement.x_pt, placement.y_pt)),
+                empty_field_appearance=False,
+            ),
+        )
         self._install_appearance(writer, name, serial, verify_url, geometry)
 
         pdf_signer = signers.PdfSigner(
@@ -324,14 +324,14 @@ class StampSigner:
             session.system_time = signed_at
         # No validation context: nothing to fetch or embed before signing (B-B / B-T).
         tbs = session.prepare_tbs_document(validation_info=None, bytes_reserved=self.bytes_reserved)
-        prepared, output = tbs.digest_tbs_document(output=BytesIO())
+        buffer = BytesIO()
+        prepared, output = tbs.digest_tbs_document(output=buffer)
         post = await tbs.perform_signature(
             document_digest=prepared.document_digest,
             pdf_cms_signed_attrs=PdfCMSSignedAttributes(signing_time=session.system_time),
         )
         await post.post_signature_processing(output)
-        result: bytes = output.getvalue()
-        return result
+        return buffer.getvalue()
 
 
 def _asn1_cert(pem: bytes) -> asn1_x509.Certificate:
