@@ -188,6 +188,18 @@ def verify_document(
     digest = hashlib.sha256(data).hexdigest()
     reports = examine_signatures(data, trust_roots_pem)
     findings = tuple(_finding(session, report) for report in reports if _is_ours(report))
+    if not findings and b"/ByteRange" in data and b"eMeterai-" in data:
+        return Verification(
+            verdict=Verdict.TAMPERED,
+            serial=None,
+            reasons=(
+                "the document carries an e-Meterai signature that no longer reads:"
+                " its bytes were changed",
+            ),
+            signed_at=None,
+            document_sha256=digest,
+            stamps=(),
+        )
     if not findings:
         pictures = find_stamp_pictures(data)
         if pictures:

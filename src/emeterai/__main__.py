@@ -1,0 +1,3 @@
+from emeterai.cli import main
+
+main()
