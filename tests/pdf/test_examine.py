@@ -231,3 +231,20 @@ def test_text_of_a_stamp_in_page_content_is_found() -> None:
     buffer = io.BytesIO()
     pdf.save(buffer)
     assert find_stamp_pictures(buffer.getvalue()) == ("page 1 text 'METERAI ELEKTRONIK'",)
+
+
+def test_stamping_keeps_an_earlier_signature_valid(
+    stamp_signer: StampSigner, material: SigningMaterial, untrusted_material: SigningMaterial
+) -> None:
+    signed = signers.sign_pdf(
+        IncrementalPdfFileWriter(io.BytesIO(corpus.with_acroform())),
+        signers.PdfSignatureMetadata(field_name="Pemohon", subfilter=fields.SigSeedSubFilter.PADES),
+        signer=plain_pyhanko_signer(untrusted_material),
+    ).getvalue()
+    stamped = stamp_signer.sign(
+        signed, serial=SERIAL, verify_url=verify_url(), placement=Placement(1, 400, 40)
+    )
+    earlier, stamp = examine_signatures(stamped, [material.root_cert_pem])
+    assert earlier.field_name == "Pemohon"
+    assert earlier.intact and earlier.valid and earlier.modification_ok
+    assert stamp.serial == SERIAL and stamp.trusted and stamp.covers_whole_file

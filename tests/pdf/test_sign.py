@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from emeterai.pdf import STAMP_SIZE_PT, Placement, StampSigner, inspect_pdf
-from tests.pdf.conftest import SERIAL, make_pdf, verify_url
+from emeterai.pdf import STAMP_SIZE_PT, Placement, StampSigner, examine_signatures, inspect_pdf
+from emeterai.pdf.baseline import sign_plain_pyhanko
+from emeterai.pki import SigningMaterial, create_issuer_pki, load_signing_material
+from tests.pdf.conftest import PASSPHRASE, SERIAL, make_pdf, verify_url
 from tests.support import corpus
-from tests.support.external import assert_pdfsig_ok, assert_qpdf_ok
+from tests.support.external import assert_pdfsig_ok, assert_qpdf_ok, nss_db
 
 QR_DPI = 150
 LAYOUT_DPI = 36
@@ -222,3 +224,24 @@ def test_stamp_every_pdf_version(
     )
     assert_pdfsig_ok(path, nssdir)
     assert_qpdf_ok(path)
+
+
+def test_rsa_issuer(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    directory = tmp_path_factory.mktemp("pki-rsa") / "issuer"
+    create_issuer_pki(directory, PASSPHRASE, algorithm="rsa-2048")
+    material = load_signing_material(directory, PASSPHRASE)
+    stamped = StampSigner(material).sign(
+        corpus.letter_a4(), serial=SERIAL, verify_url=verify_url(), placement=Placement(1, 60, 60)
+    )
+    path = tmp_path / "rsa.pdf"
+    path.write_bytes(stamped)
+    assert_pdfsig_ok(path, nss_db(tmp_path, material.root_cert_pem))
+    assert_qpdf_ok(path)
+    (report,) = examine_signatures(stamped, [material.root_cert_pem])
+    assert report.intact and report.valid and report.trusted and report.covers_whole_file
+
+
+def test_benchmark_baseline_signs_validly(material: SigningMaterial) -> None:
+    signed = sign_plain_pyhanko(corpus.letter_a4(), material, Placement(1, 300, 60))
+    (report,) = examine_signatures(signed, [material.root_cert_pem])
+    assert report.intact and report.valid and report.trusted and report.covers_whole_file
