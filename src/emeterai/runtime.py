@@ -8,6 +8,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+import emeterai.models  # noqa: F401  (every table registered before any mapper is used)
 from emeterai.accounts import TokenVerifier
 from emeterai.blobs import FileBlobStore
 from emeterai.clock import Clock, SystemClock
