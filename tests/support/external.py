@@ -125,7 +125,7 @@ def _render(
     box_px: tuple[int, int, int, int] | None = None,
 ) -> Path:
     _check_page(page, dpi)
-    arguments = ["pdftoppm", "-png", "-r", str(dpi), "-f", str(page), "-l", str(page)]
+    arguments = ["pdftoppm", "-cropbox", "-png", "-r", str(dpi), "-f", str(page), "-l", str(page)]
     if box_px is not None:
         x, y, width, height = box_px
         if x < 0 or y < 0 or width <= 0 or height <= 0:
