@@ -351,3 +351,48 @@ def main() -> None:
     except EmeteraiError as error:
         err.print(f"[bold red]error {error.code}:[/] {error.detail}")
         sys.exit(EXIT_REFUSED)
+
+
+@bench_app.command("stamp")
+def bench_stamp(
+    count: Annotated[int, typer.Option(min=5, max=100_000, help="Documents per series.")] = 200,
+    database_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL URL; default: SQLite in a temporary directory.")
+    ] = None,
+    http: Annotated[bool, typer.Option(help="Also measure through a real HTTP server.")] = True,
+    http_concurrency: Annotated[int, typer.Option(min=1, max=64)] = 4,
+    server_workers: Annotated[int, typer.Option(min=1, max=16)] = 1,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write the figures here.")
+    ] = None,
+) -> None:
+    """Stamp a one-page A4 letter and an 800 KB scan; compare with plain pyHanko."""
+    from rich.table import Table
+
+    from emeterai.bench.stamp import run_stamp_bench
+
+    with out.status("benchmarking") as status:
+        report = run_stamp_bench(
+            count=count,
+            database_url=database_url,
+            http=http,
+            http_concurrency=http_concurrency,
+            server_workers=server_workers,
+            progress=lambda message: status.update(message),
+        )
+    table = Table(title=f"emeterai bench stamp ({report['database']}, {report['cpus']} CPUs)")
+    for column in ("document", "method", "docs/s", "p50 ms", "p99 ms", "x baseline"):
+        table.add_column(column, justify="left" if column in ("document", "method") else "right")
+    for row in report["series"]:
+        table.add_row(
+            row["document"],
+            row["method"],
+            f"{row['docs_per_s']:.1f}",
+            f"{row['p50_ms']:.1f}",
+            f"{row['p99_ms']:.1f}",
+            f"{row['ratio_to_baseline']:.2f}",
+        )
+    out.print(table)
+    if json_file is not None:
+        json_file.write_text(json.dumps(report, indent=2))
+        out.print(f"figures written to {json_file}")
