@@ -18,4 +18,5 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade_database(database_url: str) -> None:
-    command.upgrade(alembic_config(database_url), "head")
+    # "heads": features may add migrations on parallel branches; each branch applies.
+    command.upgrade(alembic_config(database_url), "heads")

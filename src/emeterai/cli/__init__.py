@@ -10,18 +10,25 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from emeterai.config import Settings, load_settings
+from emeterai.cli.common import (
+    EXIT_AUDIT_FAILED,
+    EXIT_REFUSED,
+    DataDir,
+    err,
+    open_runtime,
+    out,
+    read_pdf,
+    write_atomically,
+)
+from emeterai.config import load_settings
 from emeterai.db import transaction
-from emeterai.errors import EmeteraiError, PdfTooLarge
-from emeterai.runtime import Runtime, build_runtime
+from emeterai.errors import EmeteraiError
+from emeterai.runtime import build_runtime
 
 app = typer.Typer(
     name="emeterai",
@@ -43,39 +50,6 @@ app.add_typer(quota_app, name="quota")
 app.add_typer(pki_app, name="pki")
 app.add_typer(reservations_app, name="reservations")
 app.add_typer(bench_app, name="bench")
-
-out = Console()
-err = Console(stderr=True)
-
-EXIT_REFUSED = 3
-EXIT_AUDIT_FAILED = 1
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Data directory (default: $EMETERAI_DATA_DIR or ./var)."),
-]
-
-
-@contextmanager
-def _runtime(data_dir: Path | None) -> Iterator[Runtime]:
-    runtime = build_runtime(load_settings(data_dir))
-    try:
-        yield runtime
-    finally:
-        runtime.close()
-
-
-def _read_pdf(path: Path, settings: Settings) -> bytes:
-    size = path.stat().st_size
-    if size > settings.upload_bytes_max:
-        raise PdfTooLarge(f"{path} has {size} bytes; the limit is {settings.upload_bytes_max}")
-    return path.read_bytes()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 @app.command()
@@ -154,7 +128,7 @@ def account_create(email: str, data_dir: DataDir = None) -> None:
     """Create an account and print its API token (shown only this once)."""
     from emeterai.accounts import create_account, issue_token
 
-    with _runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
+    with open_runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
         account = create_account(session, email, now=runtime.clock.now())
         issued = issue_token(session, account, now=runtime.clock.now())
     err.print(f"account {account.email} created; its API token is shown only this once:")
@@ -172,7 +146,7 @@ def quota_add(
     from emeterai.accounts import account_by_email
     from emeterai.quota import add_quota, quota_balance
 
-    with _runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
+    with open_runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
         now = runtime.clock.now()
         account = account_by_email(session, email)
         add_quota(session, account.id, count, reference=reference, now=now)
@@ -191,7 +165,7 @@ def quota_show(
     from emeterai.quota import quota_accounts, quota_balance
     from emeterai.stamping.service import release_expired
 
-    with _runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
+    with open_runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
         now = runtime.clock.now()
         account = account_by_email(session, email)
         accounts = quota_accounts(session, account.id, now=now)
@@ -231,9 +205,9 @@ def stamp(
     from emeterai.stamping.service import StampRequest, issue_stamp, placement_for
     from emeterai.stamping.signing import InProcessSigner, load_material
 
-    with _runtime(data_dir) as runtime:
+    with open_runtime(data_dir) as runtime:
         settings = runtime.settings
-        document = _read_pdf(source, settings)
+        document = read_pdf(source, settings)
         with transaction(runtime.sessions) as session:
             account_id = account_by_email(session, account).id
         signer = InProcessSigner(load_material(settings), timestamp_url=settings.timestamp_url)
@@ -252,7 +226,7 @@ def stamp(
             settings=settings,
             clock=runtime.clock,
         )
-    _write_atomically(output, stamped.document)
+    write_atomically(output, stamped.document)
     note = " (an earlier request with this key made it)" if stamped.replayed else ""
     err.print(f"stamped {output}{note}")
     print(stamped.serial)
@@ -269,8 +243,8 @@ def verify(
     """Check a stamped PDF. Exit 0 only for GENUINE; each other verdict has its own code."""
     from emeterai.verify.service import EXIT_CODES, verify_document
 
-    with _runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
-        data = _read_pdf(document, runtime.settings)
+    with open_runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
+        data = read_pdf(document, runtime.settings)
         result = verify_document(
             session,
             data,
@@ -307,7 +281,7 @@ def revoke(
     """Revoke a used serial: verification then answers REVOKED."""
     from emeterai.serials import revoke_serial
 
-    with _runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
+    with open_runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
         row = revoke_serial(session, serial, reason=reason, now=runtime.clock.now())
     out.print(f"serial {row.serial} revoked")
 
@@ -320,7 +294,7 @@ def audit(
     """Check every ledger and registry invariant; exit 1 naming any that is broken."""
     from emeterai.audit import run_audit
 
-    with _runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
+    with open_runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
         report = run_audit(session)
     if as_json:
         findings = [{"invariant": f.invariant, "detail": f.detail} for f in report.findings]
@@ -340,7 +314,7 @@ def reservations_release_expired(data_dir: DataDir = None) -> None:
     """Return the quota of reservations whose stamping never finished (run it from cron)."""
     from emeterai.stamping.service import release_expired
 
-    with _runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
+    with open_runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
         released = release_expired(session, now=runtime.clock.now())
     out.print(f"{released} expired reservation(s) released")
 
