@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from tests.api.conftest import UPLOAD_BYTES_MAX, Server
 from tests.conftest import PUBLIC_URL
 from tests.support import corpus, tamper
+from tests.support.external import assert_pdfsig_ok, assert_qpdf_ok, decode_qr, nss_db
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -64,12 +66,18 @@ def test_openapi_spec_is_served(server: Server) -> None:
         assert path in spec["paths"], path
 
 
-def test_stamp_verify_and_look_up(server: Server) -> None:
+def test_stamp_verify_and_look_up(server: Server, tmp_path: Path) -> None:
     token = server.user(_email(), quota=2)
     stamped = _stamp(server, token, corpus.letter_a4())
     assert stamped.status_code == 200, stamped.text
     assert stamped.headers["content-type"] == "application/pdf"
     serial = stamped.headers["X-Emeterai-Serial"]
+    output = tmp_path / "stamped.pdf"
+    output.write_bytes(stamped.content)
+    root = server.cli("pki", "export-root").stdout.encode()
+    assert_pdfsig_ok(output, nss_db(tmp_path, root))
+    assert_qpdf_ok(output)
+    assert decode_qr(output, 1) == [f"{PUBLIC_URL}/v/{serial}"]
 
     verdict = _verify(server, stamped.content)
     assert verdict["verdict"] == "GENUINE" and verdict["serial"] == serial
