@@ -273,6 +273,18 @@ def pki_export_root(data_dir: DataDir = None) -> None:
 
 
 @app.command()
+def sample(
+    output: Annotated[Path, typer.Argument(help="Where to write the sample PDF.")],
+    scanned: Annotated[bool, typer.Option(help="An 800 KB scanned page instead.")] = False,
+) -> None:
+    """Write a sample document to try stamping with: a one-page A4 letter."""
+    from emeterai.pdf.samples import letter_a4, scanned_page
+
+    write_atomically(output, scanned_page() if scanned else letter_a4())
+    out.print(f"wrote {output}")
+
+
+@app.command()
 def revoke(
     serial: str,
     reason: Annotated[str, typer.Option(help="Why the issuer withdraws this stamp.")],
