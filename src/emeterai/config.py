@@ -33,6 +33,16 @@ class Settings(BaseSettings):
     # Fault-injection points (comma-separated) for crash tests. Never set in production.
     fault_points: str = ""
 
+    # --- web (docs/web.md) ---
+    # A signed-in session ends after this long, whatever the activity.
+    web_session_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 86_400)
+    # Cookies are Secure on https requests anyway; set this behind a TLS proxy.
+    web_cookie_secure: bool = False
+    # How long a user may download a stamped document again from the dashboard.
+    stamp_retention_days: int = Field(default=90, ge=1, le=3650)
+    # Password reset e-mails are written as .eml files here (development mail backend).
+    mail_dir: Path | None = None
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

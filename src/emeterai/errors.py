@@ -215,3 +215,53 @@ class LedgerAccountNotFound(EmeteraiError):
     code = "LEDGER_ACCOUNT_NOT_FOUND"
     status = 404
     title = "No such ledger account"
+
+
+# --- web: sign-in and the pages ---------------------------------------------------------
+
+
+class InvalidCredentials(EmeteraiError):
+    code = "INVALID_CREDENTIALS"
+    status = 401
+    title = "The e-mail address or the password is wrong"
+
+
+class LoginThrottled(EmeteraiError):
+    code = "LOGIN_THROTTLED"
+    status = 429
+    title = "Too many failed log-ins; wait a few minutes and try again"
+
+
+class WeakPassword(BadInput):
+    code = "WEAK_PASSWORD"
+    title = "The password must have 10 to 200 characters"
+
+
+class ResetTokenInvalid(EmeteraiError):
+    code = "RESET_TOKEN_INVALID"
+    status = 400
+    title = "The password reset link is invalid, used or expired; ask for a new one"
+
+
+class CsrfFailed(EmeteraiError):
+    code = "CSRF_FAILED"
+    status = 403
+    title = "The form expired or did not come from this site; reload the page and try again"
+
+
+class Forbidden(EmeteraiError):
+    code = "FORBIDDEN"
+    status = 403
+    title = "This page is not open to your account"
+
+
+class StampRetentionOver(EmeteraiError):
+    code = "STAMP_RETENTION_OVER"
+    status = 410
+    title = "The stamped document is past its retention period and can no longer be downloaded"
+
+
+class DraftNotFound(EmeteraiError):
+    code = "DRAFT_NOT_FOUND"
+    status = 404
+    title = "The uploaded document is no longer here; upload it again"

@@ -1,6 +1,13 @@
 """Every table, imported in one place so the metadata is complete for Alembic and audit."""
 
 from emeterai.accounts.models import Account, ApiToken
+from emeterai.accounts.web_models import (  # web sign-in and console roles
+    AccountPassword,
+    AccountRole,
+    LoginThrottle,
+    PasswordResetToken,
+    WebSession,
+)
 from emeterai.db import Base
 from emeterai.ledger.models import LedgerAccount, Transfer
 from emeterai.serials.models import Serial
@@ -8,4 +15,17 @@ from emeterai.stamping.models import Stamp
 
 metadata = Base.metadata
 
-__all__ = ["Account", "ApiToken", "LedgerAccount", "Serial", "Stamp", "Transfer", "metadata"]
+__all__ = [
+    "Account",
+    "AccountPassword",
+    "AccountRole",
+    "ApiToken",
+    "LedgerAccount",
+    "LoginThrottle",
+    "PasswordResetToken",
+    "Serial",
+    "Stamp",
+    "Transfer",
+    "WebSession",
+    "metadata",
+]
