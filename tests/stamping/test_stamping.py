@@ -264,3 +264,37 @@ def test_plain_document_is_not_stamped(desk: Desk) -> None:
     result = desk.verify(corpus.letter_a4())
     assert result.verdict is Verdict.NOT_STAMPED
     assert result.document_sha256 == hashlib.sha256(corpus.letter_a4()).hexdigest()
+
+
+def test_concurrent_twins_with_one_key_stamp_once(
+    desk: Desk, in_process_signer: InProcessSigner
+) -> None:
+    """Eight simultaneous retries of one request: one stamp, one charge, no 500."""
+    import threading
+    import time
+
+    def slow(job: SignJob) -> bytes:
+        time.sleep(0.3)
+        return in_process_signer(job)
+
+    document = corpus.letter_a4()
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def attempt() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(desk.stamp(document, key="twin", signer=slow).serial)
+        except EmeteraiError as error:
+            outcomes.append(error.code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    serials = {outcome for outcome in outcomes if outcome != "REQUEST_IN_PROGRESS"}
+    assert len(serials) == 1, outcomes
+    assert desk.balance().used == 1
+    assert desk.stamp(document, key="twin").serial in serials
+    _audit_ok(desk)

@@ -72,7 +72,7 @@ def open_account(
     return account
 
 
-def _lock(session: Session, account_ids: Sequence[int]) -> dict[int, LedgerAccount]:
+def lock_accounts(session: Session, account_ids: Sequence[int]) -> dict[int, LedgerAccount]:
     """Lock accounts in ascending id order, so two transfers can never deadlock."""
     ids = sorted(set(account_ids))
     rows = session.scalars(
@@ -129,7 +129,7 @@ def _start(
     _check_amount(amount)
     if debit_id == credit_id:
         raise InvalidAmount("a transfer needs two distinct accounts")
-    accounts = _lock(session, [debit_id, credit_id])
+    accounts = lock_accounts(session, [debit_id, credit_id])
     if accounts[debit_id].ledger != accounts[credit_id].ledger:
         raise InvalidAmount("a transfer cannot cross ledgers")
     replay = None
@@ -238,7 +238,7 @@ def _settle(session: Session, pending_id: int, kind: str, now: datetime) -> Tran
     pending = session.get(Transfer, pending_id)
     if pending is None or pending.kind != "pending":
         raise TransferConflict(f"transfer {pending_id} is not a pending transfer")
-    accounts = _lock(session, [pending.debit_account_id, pending.credit_account_id])
+    accounts = lock_accounts(session, [pending.debit_account_id, pending.credit_account_id])
     # Re-read under the lock: a concurrent settlement has committed by now if it won.
     settled = settlement_of(session, pending_id)
     if settled is not None:

@@ -38,7 +38,7 @@ from emeterai.errors import (
     TransferConflict,
 )
 from emeterai.faults import fault_point
-from emeterai.ledger import expire_due, post_pending, reserve, void_pending
+from emeterai.ledger import expire_due, lock_accounts, post_pending, reserve, void_pending
 from emeterai.pdf import STAMP_SIZE_PT, Placement, check_placement, inspect_pdf
 from emeterai.quota import quota_accounts
 from emeterai.serials import Serial, generate_serial, normalise_serial
@@ -194,6 +194,9 @@ def reserve_stamp(
 ) -> Reservation | Stamp:
     """Hold one quota and mint its serial; or return the stamp an earlier retry made."""
     accounts = quota_accounts(session, request.account_id, now=now)
+    # Lock first: a concurrent twin with the same idempotency key waits here, then sees
+    # our serial in _replay instead of racing us into the unique index.
+    lock_accounts(session, [accounts.quota.id, accounts.used.id])
     # Our own overdue reservations come back first, so they can pay for this one.
     release_expired(session, now=now, limit=100, debit_account_id=accounts.quota.id)
     if request.idempotency_key is not None:
@@ -239,11 +242,14 @@ def complete_stamp(
     signed_at: datetime,
     now: datetime,
 ) -> Stamp:
-    """Post the reservation, use the serial and record the stamp: one transaction."""
+    """Post the reservation, use the serial and record the stamp: one transaction.
+
+    Lock order is accounts, then serial, as everywhere else (reserve, void, expire).
+    """
+    posted = post_pending(session, reservation.transfer_id, now=now)
     serial = session.get(Serial, reservation.serial, with_for_update=True)
     if serial is None or serial.state != "reserved":
         raise TransferConflict(f"serial {reservation.serial} is no longer reserved")
-    posted = post_pending(session, reservation.transfer_id, now=now)
     serial.state = "used"
     serial.used_at = now
     stamp = Stamp(
