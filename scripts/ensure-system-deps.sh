@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install the Debian tools the independent checks need (DESIGN.md, "Independent checks"):
-# pdfsig and pdftoppm (poppler-utils), qpdf, zbarimg (zbar-tools), certutil (libnss3-tools).
+# pdfsig and pdftoppm (poppler-utils), qpdf, zbarimg (zbar-tools), certutil (libnss3-tools),
+# and chromium for the browser tests (Playwright drives /usr/bin/chromium).
 # Silent and quick when everything is present; never prompts (CI, no terminal).
 set -euo pipefail
 
-readonly COMMANDS=(pdfsig pdftoppm qpdf zbarimg certutil)
-readonly PACKAGES=(poppler-utils qpdf zbar-tools libnss3-tools)
+readonly COMMANDS=(pdfsig pdftoppm qpdf zbarimg certutil chromium)
+readonly PACKAGES=(poppler-utils qpdf zbar-tools libnss3-tools chromium)
 
 missing_commands() {
     local command_name
