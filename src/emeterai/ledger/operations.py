@@ -117,22 +117,26 @@ def _replay(
     return existing
 
 
-def _start(
+def _open(
     session: Session,
     *,
     kind: str,
     debit_id: int,
     credit_id: int,
     amount: int,
+    now: datetime,
+    expires_at: datetime | None,
     idempotency_key: str | None,
-) -> tuple[dict[int, LedgerAccount], Transfer | None]:
+    memo: str,
+) -> Transfer:
+    """Insert a `single` (posted at once) or `pending` transfer, or replay its twin."""
     _check_amount(amount)
     if debit_id == credit_id:
         raise InvalidAmount("a transfer needs two distinct accounts")
     accounts = lock_accounts(session, [debit_id, credit_id])
-    if accounts[debit_id].ledger != accounts[credit_id].ledger:
+    debit, credit = accounts[debit_id], accounts[credit_id]
+    if debit.ledger != credit.ledger:
         raise InvalidAmount("a transfer cannot cross ledgers")
-    replay = None
     if idempotency_key is not None:
         # Checked after the lock: a concurrent twin has committed by now, and we see it.
         replay = _replay(
@@ -143,7 +147,29 @@ def _start(
             credit_id=credit_id,
             amount=amount,
         )
-    return accounts, replay
+        if replay is not None:
+            return replay
+    _check_debit_allowed(debit, amount)
+    if kind == "pending":
+        debit.debits_pending += amount
+        credit.credits_pending += amount
+    else:
+        debit.debits_posted += amount
+        credit.credits_posted += amount
+    row = Transfer(
+        ledger=debit.ledger,
+        kind=kind,
+        debit_account_id=debit.id,
+        credit_account_id=credit.id,
+        amount=amount,
+        idempotency_key=idempotency_key,
+        expires_at=expires_at,
+        memo=memo[:200],
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
 
 
 def transfer(
@@ -157,33 +183,17 @@ def transfer(
     memo: str = "",
 ) -> Transfer:
     """Move `amount` at once. With an idempotency key, a repeat returns the first transfer."""
-    accounts, replay = _start(
+    return _open(
         session,
         kind="single",
         debit_id=debit_account_id,
         credit_id=credit_account_id,
         amount=amount,
+        now=now,
+        expires_at=None,
         idempotency_key=idempotency_key,
+        memo=memo,
     )
-    if replay is not None:
-        return replay
-    debit, credit = accounts[debit_account_id], accounts[credit_account_id]
-    _check_debit_allowed(debit, amount)
-    debit.debits_posted += amount
-    credit.credits_posted += amount
-    row = Transfer(
-        ledger=debit.ledger,
-        kind="single",
-        debit_account_id=debit.id,
-        credit_account_id=credit.id,
-        amount=amount,
-        idempotency_key=idempotency_key,
-        memo=memo[:200],
-        created_at=now,
-    )
-    session.add(row)
-    session.flush()
-    return row
 
 
 def reserve(
@@ -200,34 +210,17 @@ def reserve(
     """Create a pending transfer: the amount is held, counted as spent, until settled."""
     if expires_at <= now:
         raise InvalidAmount("a reservation must expire in the future")
-    accounts, replay = _start(
+    return _open(
         session,
         kind="pending",
         debit_id=debit_account_id,
         credit_id=credit_account_id,
         amount=amount,
-        idempotency_key=idempotency_key,
-    )
-    if replay is not None:
-        return replay
-    debit, credit = accounts[debit_account_id], accounts[credit_account_id]
-    _check_debit_allowed(debit, amount)
-    debit.debits_pending += amount
-    credit.credits_pending += amount
-    row = Transfer(
-        ledger=debit.ledger,
-        kind="pending",
-        debit_account_id=debit.id,
-        credit_account_id=credit.id,
-        amount=amount,
-        idempotency_key=idempotency_key,
+        now=now,
         expires_at=expires_at,
-        memo=memo[:200],
-        created_at=now,
+        idempotency_key=idempotency_key,
+        memo=memo,
     )
-    session.add(row)
-    session.flush()
-    return row
 
 
 def settlement_of(session: Session, pending_id: int) -> Transfer | None:
