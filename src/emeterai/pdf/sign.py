@@ -236,6 +236,14 @@ class StampSigner:
             return self._sign(data, serial, verify_url, placement, signed_at)
         except EmeteraiError:
             raise
+        except (TimestampRequestError, SigningError) as error:
+            raise SigningFailed(f"{type(error).__name__}: {error}") from error
+        except _DOCUMENT_ERRORS as error:
+            # pikepdf forgave the damage in inspect_pdf, pyHanko's stricter reader did
+            # not: the document, not the issuer, is at fault.
+            raise PdfMalformed(
+                f"the PDF is damaged and cannot be stamped ({type(error).__name__})"
+            ) from error
         except Exception as error:
             raise SigningFailed(f"{type(error).__name__}: {error}") from error
 
@@ -332,6 +340,19 @@ class StampSigner:
         )
         await post.post_signature_processing(output)
         return buffer.getvalue()
+
+
+# What pyHanko raises while walking a damaged object graph.
+_DOCUMENT_ERRORS = (
+    PdfError,
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    RecursionError,
+    UnicodeError,
+)
 
 
 def _asn1_cert(pem: bytes) -> asn1_x509.Certificate:
