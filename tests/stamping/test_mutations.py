@@ -74,3 +74,23 @@ def test_mutated_documents_never_escape_as_crashes(
     with transaction(desk.runtime.sessions) as session:
         report = run_audit(session)
     assert report.ok, report.findings
+
+
+def test_mutated_stamped_documents_never_verify_as_genuine(
+    runtime: Runtime, in_process_signer: InProcessSigner
+) -> None:
+    desk = open_desk(runtime, in_process_signer, quota=1, email="forger@example.id")
+    original = desk.stamp(corpus.letter_a4()).document
+    rng = random.Random(7)
+    verdicts: dict[str, int] = {}
+    for _ in range(MUTATIONS):
+        damaged = mutate(original, rng)
+        if damaged == original:
+            continue
+        try:
+            verdict = desk.verify(damaged).verdict.value
+        except EmeteraiError as error:
+            assert error.code in {"PDF_MALFORMED", "NOT_A_PDF"}, (error.code, error.detail)
+            verdict = error.code
+        verdicts[verdict] = verdicts.get(verdict, 0) + 1
+    assert "GENUINE" not in verdicts, verdicts

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from emeterai.errors import PdfTooLarge
+from emeterai.errors import PdfMalformed, PdfTooLarge
 from emeterai.pdf import SignatureReport, examine_signatures, find_stamp_pictures
 from emeterai.serials import Serial, is_well_formed, normalise_serial
 from emeterai.stamping.models import Stamp
@@ -186,9 +186,15 @@ def verify_document(
     if len(data) > bytes_max:
         raise PdfTooLarge(f"the file has {len(data)} bytes; the limit is {bytes_max}")
     digest = hashlib.sha256(data).hexdigest()
-    reports = examine_signatures(data, trust_roots_pem)
+    carries_our_signature = b"/ByteRange" in data and b"eMeterai-" in data
+    try:
+        reports = examine_signatures(data, trust_roots_pem)
+    except PdfMalformed:
+        if not carries_our_signature:
+            raise
+        reports = ()
     findings = tuple(_finding(session, report) for report in reports if _is_ours(report))
-    if not findings and b"/ByteRange" in data and b"eMeterai-" in data:
+    if not findings and carries_our_signature:
         return Verification(
             verdict=Verdict.TAMPERED,
             serial=None,
