@@ -265,3 +265,52 @@ class DraftNotFound(EmeteraiError):
     code = "DRAFT_NOT_FOUND"
     status = 404
     title = "The uploaded document is no longer here; upload it again"
+
+
+# --- bulk jobs (docs/deploy.md) -----------------------------------------------------------
+
+
+class JobNotFound(EmeteraiError):
+    code = "JOB_NOT_FOUND"
+    status = 404
+    title = "No bulk job has that id"
+
+
+class BatchEmpty(BadInput):
+    code = "BATCH_EMPTY"
+    title = "The batch holds no document"
+
+
+class BatchTooLarge(BadInput):
+    code = "BATCH_TOO_LARGE"
+    status = 413
+    title = "The batch has more documents or more bytes than the limit"
+
+
+class InvalidArchive(BadInput):
+    code = "INVALID_ARCHIVE"
+    title = "The ZIP archive is broken, encrypted or holds something other than files"
+
+
+class InvalidPositions(BadInput):
+    code = "INVALID_POSITIONS"
+    title = "The positions must name a page (and x, y in points) for each document"
+
+
+class InvalidWebhookUrl(BadInput):
+    code = "INVALID_WEBHOOK_URL"
+    title = "The webhook URL must be an http or https URL of at most 2000 characters"
+
+
+class JobNotRetryable(EmeteraiError):
+    code = "JOB_NOT_RETRYABLE"
+    status = 409
+    title = "Only a dead-lettered job whose documents are still kept can be retried"
+
+
+class JobLeaseLost(EmeteraiError):
+    """A worker's lease ran out and another worker took the document over."""
+
+    code = "JOB_LEASE_LOST"
+    status = 409
+    title = "Another worker took this document over"

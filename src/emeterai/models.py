@@ -9,6 +9,7 @@ from emeterai.accounts.web_models import (  # web sign-in and console roles
     WebSession,
 )
 from emeterai.db import Base
+from emeterai.jobs.models import Job, JobItem
 from emeterai.ledger.models import LedgerAccount, Transfer
 from emeterai.serials.models import Serial
 from emeterai.stamping.models import Stamp
@@ -20,6 +21,8 @@ __all__ = [
     "AccountPassword",
     "AccountRole",
     "ApiToken",
+    "Job",
+    "JobItem",
     "LedgerAccount",
     "LoginThrottle",
     "PasswordResetToken",

@@ -35,6 +35,7 @@ from emeterai.errors import (
     RequestInProgress,
     SerialNotFound,
     SigningFailed,
+    StampRetentionOver,
     TransferConflict,
 )
 from emeterai.faults import fault_point
@@ -285,7 +286,10 @@ def abandon_stamp(session: Session, reservation: Reservation, *, now: datetime) 
 
 
 def _stamped(stamp: Stamp, blobs: BlobStore, *, replayed: bool) -> StampedDocument:
-    document = blobs.get(stamp.blob_key) if stamp.blob_key else None
+    if stamp.blob_key is None:
+        # Retention purged the bytes (emeterai.jobs.retention); ledger, serial and hashes stay.
+        raise StampRetentionOver(f"the stamped document {stamp.serial} is past its retention")
+    document = blobs.get(stamp.blob_key)
     if document is None:
         raise SigningFailed(f"the stamped document {stamp.serial} is no longer kept")
     return StampedDocument(

@@ -1,0 +1,1 @@
+"""Bulk stamping: durable background jobs (use cases in `service`, the worker in `worker`)."""
