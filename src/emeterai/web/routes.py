@@ -1,52 +1,72 @@
-"""Server-rendered pages. Bahasa Indonesia first, English second."""
+"""Server-rendered pages. Bahasa Indonesia first, English by switch (docs/web.md).
+
+This module gathers the web routers: public pages here (home, language, assets, verify,
+`/v/{serial}`), and the signed-in ones in their own modules.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Request, UploadFile
-from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
+from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from emeterai.db import transaction
 from emeterai.errors import EmeteraiError
+from emeterai.web import auth, consoles, dashboard, stamp
+from emeterai.web.i18n import LANGUAGES
+from emeterai.web.pages import LANG_COOKIE, Page, page_for, safe_next
 
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-
-VERDICT_TEXT = {
-    "GENUINE": ("ASLI", "Genuine", "e-Meterai ini sah dan terikat pada dokumen ini."),
-    "TAMPERED": ("DIUBAH", "Tampered", "Dokumen diubah setelah dibubuhi e-Meterai."),
-    "FORGED": ("PALSU", "Forged", "Gambar e-Meterai tanpa tanda tangan penerbit yang sah."),
-    "UNKNOWN_SERIAL": ("TIDAK DIKENAL", "Unknown serial", "Nomor seri tidak pernah diterbitkan."),
-    "REUSED": ("DIPAKAI ULANG", "Reused", "Nomor seri ini milik dokumen lain."),
-    "REVOKED": ("DICABUT", "Revoked", "e-Meterai ini telah dicabut oleh penerbit."),
-    "NOT_STAMPED": ("TANPA METERAI", "Not stamped", "Dokumen ini tidak memuat e-Meterai."),
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_FILES = {
+    "app.css": "text/css",
+    "stamp.js": "text/javascript",
+    "live.js": "text/javascript",
+    "upload.js": "text/javascript",
 }
 
 
-@router.get("/", response_class=HTMLResponse)
-async def home(request: Request) -> HTMLResponse:
-    return templates.TemplateResponse(request, "home.html", {})
+@router.get("/")
+async def home(request: Request) -> Response:
+    page = await page_for(request)
+    return page.render("home.html", {"queue": None})
 
 
-@router.get("/v/{serial}", response_class=HTMLResponse)
-async def serial_page(request: Request, serial: str) -> HTMLResponse:
-    """The page a stamp's QR code opens."""
-    return await _serial_page(request, serial, verification=None)
+@router.get("/lang/{language}")
+async def choose_language(request: Request, language: str, next: str = "/") -> Response:
+    page = await page_for(request)
+    response = page.redirect(safe_next(next, default="/"))
+    if language in LANGUAGES:
+        response.set_cookie(
+            LANG_COOKIE,
+            language,
+            max_age=365 * 86400,
+            samesite="lax",
+            secure=page.secure(),
+            path="/",
+        )
+    return response
 
 
-@router.post("/v/{serial}", response_class=HTMLResponse)
-async def serial_page_compare(
-    request: Request, serial: str, file: Annotated[UploadFile, File()]
-) -> HTMLResponse:
-    """Upload a PDF and compare it with the registered serial."""
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    if name not in STATIC_FILES:
+        return Response(status_code=404)
+    return FileResponse(
+        STATIC_DIR / name,
+        media_type=STATIC_FILES[name],
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+async def _verify(page: Page, file: UploadFile) -> dict[str, Any]:
     from emeterai.api.routes import read_upload
     from emeterai.verify.service import verify_document
 
-    runtime = request.app.state.runtime
+    runtime = page.runtime
     try:
         data = await read_upload(file, runtime.settings.upload_bytes_max)
 
@@ -59,34 +79,79 @@ async def serial_page_compare(
                     bytes_max=runtime.settings.upload_bytes_max,
                 ).as_dict()
 
-        verification: dict[str, Any] = await run_in_threadpool(work)
+        return await run_in_threadpool(work)
     except EmeteraiError as error:
-        verification = {"error": error.code, "detail": error.detail}
-    return await _serial_page(request, serial, verification=verification)
+        limit = f"{runtime.settings.upload_bytes_max / (1024 * 1024):.0f} MB"
+        return {
+            "error": error.code,
+            "message": page.error_text(error.code, limit=limit)
+            if error.code == "PDF_TOO_LARGE"
+            else page.error_text(error.code),
+        }
 
 
-async def _serial_page(
-    request: Request, serial: str, *, verification: dict[str, Any] | None
-) -> HTMLResponse:
+@router.get("/verify")
+async def verify_form(
+    request: Request, serial: Annotated[str, Query(max_length=60)] = ""
+) -> Response:
+    page = await page_for(request)
+    if serial.strip():
+        return page.redirect(f"/v/{serial.strip().replace('/', '')[:40]}")
+    return page.render("verify.html", {"verification": None})
+
+
+@router.post("/verify")
+async def verify_upload(request: Request, file: Annotated[UploadFile, File()]) -> Response:
+    """No account and no CSRF token: verifying changes nothing."""
+    page = await page_for(request)
+    verification = await _verify(page, file)
+    return page.render(
+        "verify.html",
+        {"verification": verification},
+        status_code=422 if "error" in verification else 200,
+    )
+
+
+@router.get("/v/{serial}")
+async def serial_page(request: Request, serial: str) -> Response:
+    """The page a stamp's QR code opens."""
+    page = await page_for(request)
+    return await _serial_page(page, serial, verification=None)
+
+
+@router.post("/v/{serial}")
+async def serial_page_compare(
+    request: Request, serial: str, file: Annotated[UploadFile, File()]
+) -> Response:
+    """Upload a PDF and compare it with the registered serial."""
+    page = await page_for(request)
+    verification = await _verify(page, file)
+    return await _serial_page(page, serial, verification=verification)
+
+
+async def _serial_page(page: Page, serial: str, *, verification: dict[str, Any] | None) -> Response:
     from emeterai.verify.service import serial_status
 
-    runtime = request.app.state.runtime
+    runtime = page.runtime
 
     def work() -> tuple[Any, str | None]:
         try:
             with transaction(runtime.sessions) as session:
                 return serial_status(session, serial), None
         except EmeteraiError as error:
-            return None, error.detail
+            return None, error.code
 
     status, problem = await run_in_threadpool(work)
     context = {
         "serial": serial[:40],
         "status": status,
-        "problem": problem,
+        "problem": page.error_text(problem) if problem else None,
         "verification": verification,
-        "verdict_text": VERDICT_TEXT,
     }
-    return templates.TemplateResponse(
-        request, "serial.html", context, status_code=200 if status else 404
-    )
+    return page.render("serial.html", context, status_code=200 if status else 404)
+
+
+router.include_router(auth.router)
+router.include_router(dashboard.router)
+router.include_router(stamp.router)
+router.include_router(consoles.router)
