@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian tools the independent checks need (DESIGN.md, "Independent checks"):
 # pdfsig and pdftoppm (poppler-utils), qpdf, zbarimg (zbar-tools), certutil (libnss3-tools),
-# and chromium for the browser tests (Playwright drives /usr/bin/chromium).
+# chromium for the browser tests (Playwright drives /usr/bin/chromium), and softhsm2, the
+# PKCS#11 token the key-handling tests keep a stamping key on.
 # Silent and quick when everything is present; never prompts (CI, no terminal).
 set -euo pipefail
 
-readonly COMMANDS=(pdfsig pdftoppm qpdf zbarimg certutil chromium)
-readonly PACKAGES=(poppler-utils qpdf zbar-tools libnss3-tools chromium)
+readonly COMMANDS=(pdfsig pdftoppm qpdf zbarimg certutil chromium softhsm2-util)
+readonly PACKAGES=(poppler-utils qpdf zbar-tools libnss3-tools chromium softhsm2)
 
 missing_commands() {
     local command_name

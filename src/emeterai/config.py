@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     key_algorithm: str = Field(default="ecdsa-p256", pattern="^(ecdsa-p256|rsa-2048)$")
     # A timestamp authority (RFC 3161) URL turns PAdES B-B into B-T.
     timestamp_url: str | None = None
+    # The stamping key on a PKCS#11 token (an HSM; SoftHSM2 in tests) instead of a file.
+    pkcs11_module: str | None = None
+    pkcs11_token_label: str = "emeterai"
+    pkcs11_key_label: str = "emeterai-stamping"
+    pkcs11_pin: SecretStr | None = None
 
     upload_bytes_max: int = Field(default=20 * MIB, ge=1024, le=512 * MIB)
     pages_max: int = Field(default=500, ge=1, le=100_000)
@@ -32,6 +37,8 @@ class Settings(BaseSettings):
     signing_processes: int = Field(default=0, ge=0, le=64)
     # Fault-injection points (comma-separated) for crash tests. Never set in production.
     fault_points: str = ""
+    # The sandbox payment provider (channels/sandbox.py): for demos and integration tests.
+    payments_sandbox: bool = False
 
     # --- web (docs/web.md) ---
     # A signed-in session ends after this long, whatever the activity.

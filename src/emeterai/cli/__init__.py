@@ -104,23 +104,46 @@ def serve(
     data_dir: DataDir = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes.")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=0, max=64, help="Server processes (default: one per CPU).")
+    ] = 0,
+    admission: Annotated[
+        bool, typer.Option(help="The waiting room; --no-admission only to compare.")
+    ] = True,
+    admission_rate: Annotated[
+        float | None,
+        typer.Option(min=0.01, help="Pin the admission rate (per process, per second)."),
+    ] = None,
 ) -> None:
     """Serve the HTTP API and the web pages."""
+    import shutil
+    import tempfile
+
     import uvicorn
 
     settings = load_settings(data_dir)
     build_runtime(settings).close()  # refuse to start on an uninitialised data directory
     os.environ["EMETERAI_DATA_DIR"] = str(settings.data_dir.resolve())
-    uvicorn.run(
-        "emeterai.api.app:create_app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="info",
-        timeout_graceful_shutdown=30,
-    )
+    workers = workers or (os.cpu_count() or 1)
+    if not admission:
+        os.environ["EMETERAI_ADMISSION_ENABLED"] = "false"
+    if admission_rate is not None:
+        os.environ["EMETERAI_ADMISSION_RATE_PER_S"] = str(admission_rate)
+    # Metrics of all workers are summed through files here (prometheus_client multiprocess).
+    metrics_dir = tempfile.mkdtemp(prefix="emeterai-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run(
+            "emeterai.api.app:create_app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @account_app.command("create")
@@ -284,6 +307,49 @@ def sample(
     out.print(f"wrote {output}")
 
 
+@pki_app.command("enroll-token")
+def pki_enroll_token(data_dir: DataDir = None) -> None:
+    """Keep the stamping key on the PKCS#11 token (EMETERAI_PKCS11_*); idempotent."""
+    from emeterai.pki.token import enroll_token_key
+    from emeterai.stamping.signing import key_passphrase, token_key
+
+    settings = load_settings(data_dir)
+    token = token_key(settings)
+    if token is None:
+        raise typer.BadParameter("set EMETERAI_PKCS11_MODULE (and _TOKEN_LABEL, _PIN) first")
+    path, created = enroll_token_key(settings.pki_dir, key_passphrase(settings), token)
+    out.print(f"stamping certificate for the token key: {path} ({'issued' if created else 'kept'})")
+
+
+@pki_app.command("import")
+def pki_import(
+    root_cert: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Root CA (PEM).")],
+    signer_cert: Annotated[
+        Path, typer.Option(exists=True, dir_okay=False, help="Stamping certificate (PEM).")
+    ],
+    signer_key: Annotated[
+        Path, typer.Option(exists=True, dir_okay=False, help="Stamping private key (PEM).")
+    ],
+    data_dir: DataDir = None,
+) -> None:
+    """Use a production issuer: its root and stamping certificate, and the stamping key
+    (encrypted here with EMETERAI_KEY_PASSPHRASE; the root's private key stays offline)."""
+    from emeterai.pki import import_issuer
+    from emeterai.stamping.signing import key_passphrase
+
+    settings = load_settings(data_dir)
+    key_password = os.environ.get("EMETERAI_IMPORT_KEY_PASSWORD")
+    import_issuer(
+        settings.pki_dir,
+        key_passphrase(settings),
+        root_cert_pem=root_cert.read_bytes(),
+        signer_cert_pem=signer_cert.read_bytes(),
+        signer_key_pem=signer_key.read_bytes(),
+        signer_key_password=key_password.encode() if key_password else None,
+    )
+    out.print(f"issuer imported into {settings.pki_dir}")
+
+
 @app.command()
 def revoke(
     serial: str,
@@ -329,6 +395,15 @@ def reservations_release_expired(data_dir: DataDir = None) -> None:
     with open_runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
         released = release_expired(session, now=runtime.clock.now())
     out.print(f"{released} expired reservation(s) released")
+
+
+from emeterai.cli import channels as _channels  # noqa: E402
+
+_channels.register(app)
+
+from emeterai.cli import jobs as _jobs  # noqa: E402
+
+_jobs.register(app)
 
 
 def main() -> None:

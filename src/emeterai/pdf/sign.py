@@ -58,7 +58,7 @@ from emeterai.pdf.geometry import (
     check_page_number,
     page_geometry,
 )
-from emeterai.pki import SigningMaterial
+from emeterai.pki import SigningMaterial, TokenKey
 
 SERIAL_PATTERN = re.compile(r"[0-9A-Z]{22}")
 FIELD_PREFIX = "eMeterai-"
@@ -201,18 +201,20 @@ class StampSigner:
     """Built once per process: loads and keeps the key (reloading per signature costs a lot)."""
 
     def __init__(self, material: SigningMaterial, *, timestamp_url: str | None = None) -> None:
-        key = material.load_private_key()
         signer_cert = _asn1_cert(material.signer_cert_pem)
         root_cert = _asn1_cert(material.root_cert_pem)
-        self._signer = _LoadedKeySigner(
-            key,
-            signer_cert,
-            SimpleCertificateStore.from_certs([root_cert, signer_cert]),  # type: ignore[no-untyped-call]
-        )
+        certificates = SimpleCertificateStore.from_certs([root_cert, signer_cert])  # type: ignore[no-untyped-call]
+        self._signer: signers.Signer
+        if material.token is not None:
+            self._signer = _token_signer(material.token, signer_cert, root_cert)
+            key_bytes = 72  # ECDSA P-256 on the token
+        else:
+            key = material.load_private_key()
+            self._signer = _LoadedKeySigner(key, signer_cert, certificates)
+            key_bytes = key.key_size // 8 if isinstance(key, rsa.RSAPrivateKey) else 72
         self._timestamper: TimeStamper | None = (
             _HttpxTimeStamper(timestamp_url) if timestamp_url else None
         )
-        key_bytes = key.key_size // 8 if isinstance(key, rsa.RSAPrivateKey) else 72
         der_bytes = (
             len(signer_cert.dump()) + len(root_cert.dump()) + key_bytes + _CMS_OVERHEAD_BYTES
         )
@@ -340,6 +342,34 @@ class StampSigner:
         )
         await post.post_signature_processing(output)
         return buffer.getvalue()
+
+
+def _token_signer(
+    token: TokenKey, signer_cert: asn1_x509.Certificate, root_cert: asn1_x509.Certificate
+) -> signers.Signer:
+    """pyHanko's PKCS#11 signer, on a session this process keeps open."""
+    from pyhanko.config.pkcs11 import TokenCriteria
+    from pyhanko.sign.pkcs11 import PKCS11Signer, open_pkcs11_session
+
+    try:
+        session = open_pkcs11_session(
+            token.module_path,
+            token_criteria=TokenCriteria(label=token.token_label),
+            user_pin=token.pin,
+        )
+    except Exception as error:
+        raise SigningFailed(
+            f"the PKCS#11 token {token.token_label!r} cannot be opened ({type(error).__name__})"
+        ) from error
+    return PKCS11Signer(
+        session,
+        key_label=token.key_label,
+        signing_cert=signer_cert,
+        ca_chain=[root_cert],
+        # Hash here, sign the digest with plain CKM_ECDSA: every HSM (and SoftHSM2) has it,
+        # while CKM_ECDSA_SHA256 is optional.
+        use_raw_mechanism=True,
+    )
 
 
 # What pyHanko raises while walking a damaged object graph.

@@ -10,13 +10,12 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Protocol
 
 from emeterai.config import Settings
 from emeterai.errors import EmeteraiError, KeyPassphraseMissing, SigningFailed
 from emeterai.pdf import Placement, StampSigner
-from emeterai.pki import SigningMaterial, load_signing_material
+from emeterai.pki import SigningMaterial, TokenKey, load_signing_material
 
 SIGN_TIMEOUT_S = 60.0
 
@@ -45,8 +44,24 @@ def key_passphrase(settings: Settings) -> bytes:
     )
 
 
+def token_key(settings: Settings) -> TokenKey | None:
+    """The PKCS#11 token holding the stamping key, when one is configured."""
+    if settings.pkcs11_module is None:
+        return None
+    if settings.pkcs11_pin is None:
+        raise KeyPassphraseMissing("set EMETERAI_PKCS11_PIN for the PKCS#11 token")
+    return TokenKey(
+        module_path=settings.pkcs11_module,
+        token_label=settings.pkcs11_token_label,
+        key_label=settings.pkcs11_key_label,
+        pin=settings.pkcs11_pin.get_secret_value(),
+    )
+
+
 def load_material(settings: Settings) -> SigningMaterial:
-    return load_signing_material(settings.pki_dir, key_passphrase(settings))
+    token = token_key(settings)
+    passphrase = b"" if token is not None else key_passphrase(settings)
+    return load_signing_material(settings.pki_dir, passphrase, token=token)
 
 
 class InProcessSigner:
@@ -66,11 +81,9 @@ class InProcessSigner:
 _WORKER_SIGNER: InProcessSigner | None = None
 
 
-def _start_worker(pki_dir: Path, passphrase: bytes, timestamp_url: str | None) -> None:
+def _start_worker(material: SigningMaterial, timestamp_url: str | None) -> None:
     global _WORKER_SIGNER  # one signer per pool process, by design
-    _WORKER_SIGNER = InProcessSigner(
-        load_signing_material(pki_dir, passphrase), timestamp_url=timestamp_url
-    )
+    _WORKER_SIGNER = InProcessSigner(material, timestamp_url=timestamp_url)
 
 
 def _sign_in_worker(job: SignJob) -> bytes:
@@ -83,13 +96,12 @@ class SigningPool:
     """A bounded pool of signing processes (spawned, so no server thread is forked)."""
 
     def __init__(self, settings: Settings, *, processes: int | None = None) -> None:
-        passphrase = key_passphrase(settings)
-        load_signing_material(settings.pki_dir, passphrase)  # fail fast, here, not in a child
+        material = load_material(settings)  # fail fast, here, not in a child
         self._pool = ProcessPoolExecutor(
             max_workers=processes or settings.signing_process_count,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(settings.pki_dir, passphrase, settings.timestamp_url),
+            initargs=(material, settings.timestamp_url),
         )
 
     def __call__(self, job: SignJob) -> bytes:
