@@ -314,3 +314,36 @@ class JobLeaseLost(EmeteraiError):
     code = "JOB_LEASE_LOST"
     status = 409
     title = "Another worker took this document over"
+
+
+# --- admission ---
+
+
+class Queued(EmeteraiError):
+    code = "QUEUED"
+    status = 429
+    title = "You are in the queue; repeat the request with your ticket after Retry-After"
+
+
+class RateLimited(EmeteraiError):
+    code = "RATE_LIMITED"
+    status = 429
+    title = "Too many requests; wait for Retry-After, your place in the queue is kept"
+
+
+class Busy(EmeteraiError):
+    code = "BUSY"
+    status = 429
+    title = "The server is at its limit for a moment; repeat after Retry-After"
+
+
+class TicketInvalid(EmeteraiError):
+    code = "TICKET_INVALID"
+    status = 400
+    title = "The queue ticket is not valid"
+
+
+class AdmissionNotReady(EmeteraiError):
+    code = "ADMISSION_NOT_READY"
+    status = 503
+    title = "The waiting room's shared store does not answer yet"

@@ -10,11 +10,16 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from emeterai.admission.settings import AdmissionSettings
 from emeterai.api import problems
+from emeterai.api.admission import AdmissionMiddleware, admission_lifespan
+from emeterai.api.admission import router as admission_router
+from emeterai.api.metrics import Metrics
 from emeterai.api.limits import BodyLimit
 from emeterai.api.routes import router
 from emeterai.config import Settings
 from emeterai.db import transaction
+from emeterai.errors import AdmissionNotReady
 from emeterai.runtime import build_runtime
 from emeterai.stamping.signing import Signer, SigningPool
 from emeterai.web.routes import router as web_router
@@ -38,7 +43,14 @@ async def _release_expired_forever(app: FastAPI) -> None:
             await run_in_threadpool(sweep)
 
 
-def create_app(settings: Settings, *, signer: Signer | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    signer: Signer | None = None,
+    admission: AdmissionSettings | None = None,
+) -> FastAPI:
+    admission = admission or AdmissionSettings()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = build_runtime(settings)
@@ -47,7 +59,9 @@ def create_app(settings: Settings, *, signer: Signer | None = None) -> FastAPI:
         app.state.signer = signer or pool
         sweeper = asyncio.create_task(_release_expired_forever(app))
         try:
-            yield
+            # The waiting room ends first on shutdown, after uvicorn let admitted work finish.
+            async with admission_lifespan(app, settings, admission):
+                yield
         finally:
             sweeper.cancel()
             with suppress(asyncio.CancelledError):
@@ -62,7 +76,9 @@ def create_app(settings: Settings, *, signer: Signer | None = None) -> FastAPI:
         description="e-Meterai: stamp PDFs with the electronic stamp duty, and verify them.",
         lifespan=lifespan,
     )
+    app.state.metrics = Metrics()
     problems.install(app)
+    app.include_router(admission_router)
     app.include_router(router)
     app.include_router(web_router)
 
@@ -79,8 +95,13 @@ def create_app(settings: Settings, *, signer: Signer | None = None) -> FastAPI:
                 connection.execute(text("SELECT 1"))
 
         await run_in_threadpool(ping)
+        if not app.state.waiting_room.ticking():
+            raise AdmissionNotReady("the admission store has not ticked within the last 5 s")
         return {"status": "ready"}
 
+    # The waiting room decides before any body is read; the body limit, outermost, also
+    # bounds what the waiting room drains from a refused upload.
+    app.add_middleware(AdmissionMiddleware, admission=admission)
     app.add_middleware(BodyLimit, bytes_max=settings.upload_bytes_max)
     return app
 

@@ -16,17 +16,32 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, *, bytes_max: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, bytes_max: int, bytes_max_by_prefix: dict[str, int] | None = None
+    ) -> None:
         self.app = app
-        self.bytes_max = bytes_max + MULTIPART_OVERHEAD_BYTES
+        self.default_bytes_max = bytes_max + MULTIPART_OVERHEAD_BYTES
+        self.bytes_max = self.default_bytes_max
+        # A few routes take more in one request (a bulk batch); each names its own bound.
+        self.bytes_max_by_prefix = {
+            prefix: limit + MULTIPART_OVERHEAD_BYTES
+            for prefix, limit in (bytes_max_by_prefix or {}).items()
+        }
+
+    def _limit_for(self, path: str) -> int:
+        for prefix, limit in self.bytes_max_by_prefix.items():
+            if path.startswith(prefix):
+                return limit
+        return self.default_bytes_max
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        bytes_max = self._limit_for(scope.get("path", ""))
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.bytes_max:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > bytes_max:
+            await self._refuse(send, bytes_max)
             return
         seen = 0
         started = False
@@ -36,7 +51,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.bytes_max:
+                if seen > bytes_max:
                     raise BodyTooLarge()
             return message
 
@@ -50,15 +65,15 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, bytes_max)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, bytes_max: int) -> None:
         body = json.dumps(
             {
                 "type": "https://emeterai.example/problems/pdf-too-large",
                 "title": "The PDF is larger than the limit",
                 "status": 413,
-                "detail": f"the request body exceeds {self.bytes_max} bytes",
+                "detail": f"the request body exceeds {bytes_max} bytes",
                 "code": "PDF_TOO_LARGE",
             }
         ).encode()

@@ -1,0 +1,427 @@
+"""The waiting room: decides, per protected request, admit, wait, or slow down.
+
+Everything here is in memory except three things, each bounded: taking a number for a new
+arrival (one counter update), deciding a new arrival's lane (two indexed reads), and the
+periodic tick that advances the frontier. See docs/admission.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import re
+import secrets
+import socket
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from emeterai.admission.controller import CapacityController
+from emeterai.admission.limits import KeyedRateLimiter
+from emeterai.admission.settings import AdmissionSettings
+from emeterai.admission.slots import Slots
+from emeterai.admission.store import AdmissionStore, Sample, Snapshot
+from emeterai.admission.tickets import (
+    LANE_NEW,
+    LANE_PAID,
+    LANE_PROGRESS,
+    Ticket,
+    TicketKeys,
+)
+from emeterai.errors import TicketInvalid
+
+__all__ = [
+    "RequestFacts",
+    "Verdict",
+    "WaitingRoom",
+    "lane_of_token",
+    "retry_after_for",
+]
+
+Outcome = Literal["admit", "queued", "rate_limited"]
+SNAPSHOT_REFRESH_S = 0.05
+RATE_WINDOW_S = 10.0
+RECENT_TICKETS_MAX = 10_000
+RETRY_AFTER_MAX_S = 60
+TICK_STALE_S = 5.0
+_TOKEN = re.compile(r"^emt_([a-z2-7]{16})_[A-Za-z0-9_-]{43}$")
+SESSION_LENGTH_MAX = 64
+_SESSION = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    address: str
+    token: str | None
+    session: str | None
+    ticket_text: str | None
+    stamp: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    ticket: Ticket | None
+    retry_after_s: int
+    position: int
+    eta_s: float
+    new_session: str | None = None
+
+
+def retry_after_for(eta_s: float) -> int:
+    """Near the head, come back when due; far back, a little early (the ETA drifts)."""
+    if eta_s <= 5:
+        return max(1, math.ceil(eta_s))
+    return min(RETRY_AFTER_MAX_S, math.ceil(eta_s * 0.9))
+
+
+def lane_of_token(sessions: sessionmaker[Session], token: str) -> int:
+    """The lane of a bearer token's account: work in progress, paid-but-unused, or new.
+
+    Reads the token's public id and the account's quota balance (the same figures as
+    `quota.quota_balance`), never its Argon2 hash: the binding is to the token itself,
+    and the admitted request is authenticated in full by its route."""
+    from emeterai.accounts.models import ApiToken
+    from emeterai.ledger.models import LedgerAccount
+
+    match = _TOKEN.match(token)
+    if match is None:
+        return LANE_NEW
+    with sessions() as session:
+        account_id = session.scalar(
+            select(ApiToken.account_id).where(
+                ApiToken.id == match.group(1), ApiToken.revoked_at.is_(None)
+            )
+        )
+        if account_id is None:
+            return LANE_NEW
+        quota = session.scalars(
+            select(LedgerAccount).where(LedgerAccount.code == f"user:{account_id}:quota")
+        ).first()
+    if quota is None:
+        return LANE_NEW
+    if quota.debits_pending > 0:
+        return LANE_PROGRESS
+    available = quota.credits_posted - quota.debits_posted - quota.debits_pending
+    return LANE_PAID if available > 0 else LANE_NEW
+
+
+@dataclass
+class MinuteCounters:
+    minute_ms: int = 0
+    requests: int = 0
+    errors_5xx: int = 0
+    rejected_429: int = 0
+    queue_max: int = 0
+    wait_s_max: float = 0.0
+
+
+class WaitingRoom:
+    def __init__(
+        self,
+        settings: AdmissionSettings,
+        *,
+        keys: TicketKeys,
+        store: AdmissionStore,
+        inflight_max: int,
+        classify: Callable[[str], int],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.store = store
+        self.classify = classify
+        self.clock = clock
+        self.process = f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.controller = CapacityController(
+            target_s=settings.latency_target_s,
+            rate_initial_per_s=settings.rate_initial_per_s,
+            rate_min_per_s=settings.rate_min_per_s,
+            rate_max_per_s=settings.rate_max_per_s,
+            pinned_per_s=settings.rate_per_s,
+        )
+        self.slots = Slots(inflight_max, waiters_max=2 * inflight_max)
+        self.other_slots = Slots(settings.other_inflight_max, waiters_max=0)
+        keys_max = settings.limiter_keys_max
+        self.binding_limiter = KeyedRateLimiter(
+            rate_per_s=settings.binding_rate_per_s, burst=settings.binding_burst, keys_max=keys_max
+        )
+        self.address_limiter = KeyedRateLimiter(
+            rate_per_s=settings.address_rate_per_s, burst=settings.address_burst, keys_max=keys_max
+        )
+        self.ticket_limiter = KeyedRateLimiter(
+            rate_per_s=settings.address_tickets_per_minute / 60,
+            burst=settings.address_tickets_per_minute,
+            keys_max=keys_max,
+        )
+        self.poll_limiter = KeyedRateLimiter(
+            rate_per_s=settings.queue_polls_per_s, burst=5, keys_max=keys_max
+        )
+        self._recent: OrderedDict[bytes, Ticket] = OrderedDict()
+        self.snapshot = Snapshot((0, 0, 0), (0, 0, 0), 0.0, 0)
+        self._snapshot_at = 0.0
+        self._history: deque[tuple[float, int]] = deque(maxlen=512)
+        self._refresh_lock = asyncio.Lock()
+        self._classify_slots = asyncio.Semaphore(4)
+        self._utilisation: list[float] = []
+        self.minute = MinuteCounters()
+        self.ticked_at = 0.0
+
+    # --- the shared counters -------------------------------------------------------
+
+    def _accept_snapshot(self, snapshot: Snapshot) -> None:
+        if snapshot.admitted_total >= self.snapshot.admitted_total or (
+            snapshot.at_ms >= self.snapshot.at_ms
+        ):
+            self.snapshot = snapshot
+            self._snapshot_at = self.clock()
+            self._history.append((self._snapshot_at, snapshot.admitted_total))
+            self.minute.queue_max = max(self.minute.queue_max, snapshot.queue_length)
+
+    def tick(self, dt_s: float) -> Snapshot:
+        """Blocking: add this process's budget and read the frontier (from a thread)."""
+        rate = self.controller.rate_per_s
+        snapshot = self.store.tick(
+            rate * dt_s, burst=max(1.0, rate), now_ms=int(self.clock() * 1000)
+        )
+        self._accept_snapshot(snapshot)
+        self._utilisation.append(self.slots.in_use / self.slots.limit)
+        self.ticked_at = self.clock()
+        return snapshot
+
+    def ticking(self) -> bool:
+        return self.clock() - self.ticked_at < TICK_STALE_S
+
+    def control(self) -> None:
+        utilisation = sum(self._utilisation) / len(self._utilisation) if self._utilisation else 0.0
+        self._utilisation.clear()
+        self.controller.update(
+            self.clock(), waiting=self.snapshot.queue_length, utilisation=utilisation
+        )
+
+    def global_rate_per_s(self) -> float:
+        """The frontier's speed as every process sees it, at least this process's own rate."""
+        now = self.clock()
+        while len(self._history) > 2 and self._history[0][0] < now - RATE_WINDOW_S:
+            self._history.popleft()
+        measured = 0.0
+        if len(self._history) >= 2:
+            (t0, a0), (t1, a1) = self._history[0], self._history[-1]
+            if t1 - t0 > 0.5:
+                measured = (a1 - a0) / (t1 - t0)
+        return max(measured, self.controller.rate_per_s)
+
+    def position_of(self, ticket: Ticket) -> int:
+        snapshot = self.snapshot
+        ahead = max(0, ticket.seq - snapshot.admitted[ticket.lane])
+        return ahead + sum(snapshot.waiting(lane) for lane in range(ticket.lane))
+
+    def eta_s(self, position: int) -> float:
+        return position / self.global_rate_per_s()
+
+    def new_arrival_eta_s(self) -> float:
+        return self.eta_s(self.snapshot.queue_length)
+
+    async def _refresh(self) -> None:
+        if self.clock() - self._snapshot_at < SNAPSHOT_REFRESH_S or self._refresh_lock.locked():
+            return
+        async with self._refresh_lock:
+            now_ms = int(self.clock() * 1000)
+            snapshot = await asyncio.to_thread(self.store.snapshot, now_ms=now_ms)
+            self._accept_snapshot(snapshot)
+
+    # --- tickets -------------------------------------------------------------------
+
+    def parse(self, text: str | None, bindings: tuple[bytes, ...]) -> Ticket | None:
+        if not text:
+            return None
+        try:
+            ticket = self.keys.decode(text, now_ms=int(self.clock() * 1000))
+        except TicketInvalid:
+            return None
+        return ticket if ticket.binding in bindings else None
+
+    def bindings(self, facts: RequestFacts) -> tuple[bytes, ...]:
+        found: list[bytes] = []
+        if facts.session and _SESSION.match(facts.session):
+            found.append(self.keys.binding("session", facts.session))
+        if facts.token:
+            found.append(self.keys.binding("token", facts.token[:200]))
+        return tuple(found)
+
+    def _remember(self, ticket: Ticket) -> None:
+        self._recent.pop(ticket.binding, None)
+        self._recent[ticket.binding] = ticket
+        while len(self._recent) > RECENT_TICKETS_MAX:
+            self._recent.popitem(last=False)
+
+    def _recalled(self, bindings: tuple[bytes, ...]) -> Ticket | None:
+        now_ms = int(self.clock() * 1000)
+        for binding in bindings:
+            ticket = self._recent.get(binding)
+            if ticket is not None and now_ms - ticket.issued_ms < self.keys.ticket_ttl_s * 1000:
+                return ticket
+        return None
+
+    def pass_valid(self, ticket: Ticket) -> bool:
+        age_ms = int(self.clock() * 1000) - ticket.admitted_ms
+        return ticket.is_pass and age_ms <= self.settings.pass_ttl_s * 1000
+
+    def _queued(self, ticket: Ticket, session: str | None) -> Verdict:
+        position = self.position_of(ticket)
+        eta = self.eta_s(position)
+        self.minute.wait_s_max = max(self.minute.wait_s_max, self.clock() - ticket.issued_ms / 1000)
+        return Verdict("queued", ticket, retry_after_for(eta), position, eta, session)
+
+    def _admit(self, ticket: Ticket, session: str | None) -> Verdict:
+        if not ticket.is_pass:
+            ticket = self.keys.admit(ticket, now_ms=int(self.clock() * 1000))
+            self._remember(ticket)
+        return Verdict("admit", ticket, 0, 0, 0.0, session)
+
+    async def decide(self, facts: RequestFacts) -> Verdict:
+        """Admit, queue or rate-limit one protected request. Never raises for load."""
+        now = self.clock()
+        new_session = None
+        session = facts.session if facts.session and _SESSION.match(facts.session) else None
+        if session is None and facts.token is None:
+            session = new_session = secrets.token_urlsafe(24)
+        bindings = self.bindings(
+            RequestFacts(facts.address, facts.token, session, facts.ticket_text, facts.stamp)
+        )
+        ticket = self.parse(facts.ticket_text, bindings) or self._recalled(bindings)
+        limited = max(
+            self.binding_limiter.take(bindings[0].hex(), now),
+            self.address_limiter.take(facts.address, now),
+        )
+        if limited > 0:
+            return Verdict("rate_limited", ticket, math.ceil(limited), 0, limited, new_session)
+        lane = LANE_NEW
+        if ticket is not None and ticket.is_pass:
+            if self.pass_valid(ticket):
+                return self._admit(ticket, new_session)
+            lane = LANE_PROGRESS  # a pass ran out in the middle of someone's work
+        elif ticket is not None:
+            if ticket.seq > self.snapshot.admitted[ticket.lane]:
+                # Near the head, another process may have moved the frontier since our
+                # last tick: look once more rather than send the holder away.
+                near = self.global_rate_per_s() * 2 * self.settings.tick_s + 1
+                if self.position_of(ticket) <= near:
+                    await self._refresh()
+            if ticket.seq <= self.snapshot.admitted[ticket.lane]:
+                return self._admit(ticket, new_session)
+            return self._queued(ticket, new_session)
+        wait = self.ticket_limiter.take(facts.address, now)
+        if wait > 0:
+            return Verdict("rate_limited", None, math.ceil(wait), 0, wait, new_session)
+        if lane == LANE_NEW and facts.token is not None:
+            async with self._classify_slots:
+                try:
+                    lane = await asyncio.to_thread(self.classify, facts.token)
+                except Exception:
+                    lane = LANE_NEW  # a busy database never turns a wait into a 5xx
+        now_ms = int(self.clock() * 1000)
+        seq, at_once, snapshot = await asyncio.to_thread(self.store.arrive, lane, now_ms=now_ms)
+        self._accept_snapshot(snapshot)
+        issued = self.keys.issue(lane=lane, seq=seq, binding=bindings[0], now_ms=now_ms)
+        self._remember(issued)
+        if at_once:
+            return self._admit(issued, new_session)
+        return self._queued(issued, new_session)
+
+    def queue_view(self, ticket: Ticket | None) -> dict[str, object]:
+        """What `GET /api/v1/queue` answers: from memory only."""
+        snapshot = self.snapshot
+        base: dict[str, object] = {
+            "queue_length": snapshot.queue_length,
+            "queue_by_lane": {
+                name: snapshot.waiting(lane)
+                for lane, name in enumerate(("progress", "paid", "new"))
+            },
+            "admission_rate_per_s": round(self.global_rate_per_s(), 3),
+            "new_arrival_eta_s": round(self.new_arrival_eta_s(), 1),
+        }
+        now = self.clock()
+        if ticket is None:
+            return {"ticket_state": "none", **base}
+        if ticket.is_pass:
+            state = "admitted" if self.pass_valid(ticket) else "expired"
+            return {
+                "ticket_state": state,
+                "lane": ticket.lane_name,
+                "position": 0,
+                "eta_s": 0.0,
+                "retry_after_s": 0,
+                "retry_at": _iso(now),
+                **base,
+            }
+        if ticket.seq <= snapshot.admitted[ticket.lane]:
+            return {
+                "ticket_state": "admitted",
+                "lane": ticket.lane_name,
+                "position": 0,
+                "eta_s": 0.0,
+                "retry_after_s": 0,
+                "retry_at": _iso(now),
+                "seq": ticket.seq,
+                **base,
+            }
+        position = self.position_of(ticket)
+        eta = self.eta_s(position)
+        retry = retry_after_for(eta)
+        return {
+            "ticket_state": "waiting",
+            "lane": ticket.lane_name,
+            "seq": ticket.seq,
+            "position": position,
+            "eta_s": round(eta, 1),
+            "retry_after_s": retry,
+            "retry_at": _iso(now + retry),
+            "waited_s": round(max(0.0, now - ticket.issued_ms / 1000), 1),
+            **base,
+        }
+
+    # --- counters for the status page ----------------------------------------------
+
+    def count_response(self, status: int) -> None:
+        minute_ms = int(self.clock() // 60 * 60_000)
+        if minute_ms != self.minute.minute_ms:
+            self.flush_pending = self.minute
+            self.minute = MinuteCounters(minute_ms=minute_ms)
+        self.minute.requests += 1
+        if status >= 500:
+            self.minute.errors_5xx += 1
+        elif status == 429:
+            self.minute.rejected_429 += 1
+
+    flush_pending: MinuteCounters | None = None
+
+    def flush_samples(self) -> None:
+        """Blocking: write this process's minute counters (from a thread)."""
+        pending, self.flush_pending = self.flush_pending, None
+        for counters in (pending, self.minute):
+            if counters is None or counters.minute_ms == 0:
+                continue
+            self.store.record_sample(
+                Sample(
+                    minute_ms=counters.minute_ms,
+                    process=self.process,
+                    requests=counters.requests,
+                    errors_5xx=counters.errors_5xx,
+                    rejected_429=counters.rejected_429,
+                    queue_max=counters.queue_max,
+                    wait_s_max=counters.wait_s_max,
+                )
+            )
+
+
+def _iso(unix_s: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(unix_s, UTC).replace(microsecond=0).isoformat()

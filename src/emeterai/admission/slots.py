@@ -1,0 +1,61 @@
+"""A bounded number of slots per process, with a bounded, time-limited wait for one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+__all__ = ["Slots"]
+
+
+class Slots:
+    """Like asyncio.Semaphore, but a waiter gives up after `wait_s`, and at most
+    `waiters_max` wait at all: nothing builds an unbounded queue in memory."""
+
+    def __init__(self, limit: int, *, waiters_max: int) -> None:
+        if limit < 1 or waiters_max < 0:
+            raise ValueError("at least one slot, and a non-negative waiter bound")
+        self.limit = limit
+        self.waiters_max = waiters_max
+        self.in_use = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def acquire(self, wait_s: float) -> bool:
+        if self.in_use < self.limit and not self._waiters:
+            self.in_use += 1
+            return True
+        if len(self._waiters) >= self.waiters_max or wait_s <= 0:
+            return False
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout=wait_s)
+            return True
+        except TimeoutError:
+            if future.done() and not future.cancelled():
+                return True  # handed a slot just as the wait ran out: keep it
+            future.cancel()
+            return False
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed a slot while being cancelled: pass it on
+            else:
+                future.cancel()
+            raise
+        finally:
+            if future in self._waiters:
+                self._waiters.remove(future)
+
+    def release(self) -> None:
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(None)  # the slot passes straight to the waiter
+                return
+        if self.in_use <= 0:
+            raise RuntimeError("released a slot that was not held")
+        self.in_use -= 1

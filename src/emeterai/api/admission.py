@@ -1,0 +1,428 @@
+"""The waiting room at the edge: an ASGI middleware, the queue and status endpoints.
+
+The middleware decides before any body is parsed, so a refusal costs microseconds and no
+database row. The protocol is in docs/admission.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from emeterai.admission.room import RequestFacts, Verdict, WaitingRoom, lane_of_token
+from emeterai.admission.settings import AdmissionSettings
+from emeterai.admission.status import build_status
+from emeterai.admission.store import AdmissionStore
+from emeterai.admission.tickets import LANES, TicketKeys, load_master_secret
+from emeterai.api.metrics import CONTENT_TYPE, Metrics
+from emeterai.api.problems import PROBLEM_JSON
+from emeterai.config import Settings
+from emeterai.errors import Busy, EmeteraiError, Queued, RateLimited
+
+__all__ = [
+    "AdmissionMiddleware",
+    "admission_lifespan",
+    "build_waiting_room",
+    "router",
+]
+
+log = logging.getLogger("emeterai.admission")
+TICKET_HEADER = "x-queue-ticket"
+TICKET_COOKIE = "emeterai_ticket"
+SESSION_COOKIE = "emeterai_session"
+UNBOUNDED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+CONTROL_EVERY_S = 1.0
+FLUSH_EVERY_S = 10.0
+STATUS_CACHE_S = 5.0
+router = APIRouter(include_in_schema=True)
+templates = Jinja2Templates(directory=str(Path(__file__).parent.parent / "web" / "templates"))
+
+
+def store_url(settings: Settings, admission: AdmissionSettings) -> str:
+    if admission.store_url:
+        return admission.store_url
+    if settings.database_url and not settings.database_url.startswith("sqlite"):
+        return settings.database_url
+    return f"sqlite:///{(settings.data_dir / 'admission.db').resolve()}"
+
+
+def build_waiting_room(
+    settings: Settings, admission: AdmissionSettings, *, sessions: Any
+) -> WaitingRoom:
+    secret = admission.secret.get_secret_value() if admission.secret else None
+    keys = TicketKeys(
+        load_master_secret(secret, settings.data_dir),
+        rotation_s=admission.key_rotation_s,
+        ticket_ttl_s=admission.ticket_ttl_s,
+    )
+    return WaitingRoom(
+        admission,
+        keys=keys,
+        store=AdmissionStore.open(store_url(settings, admission)),
+        inflight_max=admission.inflight_max or 2 * settings.signing_process_count,
+        classify=lambda token: lane_of_token(sessions, token),
+    )
+
+
+async def _tick_forever(room: WaitingRoom, metrics: Metrics) -> None:
+    last = last_control = last_flush = time.monotonic()
+    while True:
+        await asyncio.sleep(room.settings.tick_s)
+        now = time.monotonic()
+        try:
+            await asyncio.to_thread(room.tick, min(now - last, 2.0))
+        except Exception as error:  # a busy store is retried on the next tick
+            log.warning("admission tick failed: %s", type(error).__name__)
+        last = now
+        if now - last_control >= CONTROL_EVERY_S:
+            last_control = now
+            room.control()
+            metrics.rate.set(room.controller.rate_per_s)
+            metrics.capacity.set(room.controller.completed_per_s())
+        if now - last_flush >= FLUSH_EVERY_S:
+            last_flush = now
+            with suppress(Exception):
+                await asyncio.to_thread(room.flush_samples)
+
+
+@asynccontextmanager
+async def admission_lifespan(
+    app: FastAPI, settings: Settings, admission: AdmissionSettings
+) -> AsyncIterator[None]:
+    """Builds the waiting room (even when switched off: /status and /metrics use it)."""
+    room = build_waiting_room(settings, admission, sessions=app.state.runtime.sessions)
+    app.state.waiting_room = room
+    app.state.admission = admission
+    await asyncio.to_thread(room.tick, 0.0)
+    ticker = asyncio.create_task(_tick_forever(room, app.state.metrics))
+    try:
+        yield
+    finally:
+        ticker.cancel()
+        with suppress(asyncio.CancelledError):
+            await ticker
+        with suppress(Exception):
+            await asyncio.to_thread(room.flush_samples)
+        room.store.close()
+
+
+# --- the middleware -------------------------------------------------------------------
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    return {key.lower(): value for key, value in scope["headers"]}
+
+
+def _cookies(raw: bytes | None) -> dict[str, str]:
+    found: dict[str, str] = {}
+    if not raw:
+        return found
+    for part in raw.decode("latin-1").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name in (TICKET_COOKIE, SESSION_COOKIE):
+            found[name] = value.strip()[:200]
+    return found
+
+
+def _cookie(name: str, value: str, max_age_s: int, secure: bool) -> tuple[bytes, bytes]:
+    flags = f"; Path=/; Max-Age={max_age_s}; HttpOnly; SameSite=Lax"
+    return b"set-cookie", f"{name}={value}{flags}{'; Secure' if secure else ''}".encode()
+
+
+async def _drain(receive: Receive) -> None:
+    """Read (and drop) the request body, so a refused upload never ends in a reset."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
+class AdmissionMiddleware:
+    def __init__(self, app: ASGIApp, *, admission: AdmissionSettings) -> None:
+        self.app = app
+        self.enabled = admission.enabled
+        self.routes = admission.protected_routes()
+        self.trusted = admission.trusted_proxy_set()
+        self.local_wait_s = admission.local_wait_s
+
+    def _protected(self, method: str, path: str) -> bool:
+        return any(method == m and path.startswith(prefix) for m, prefix in self.routes)
+
+    def _address(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
+        client = scope.get("client")
+        peer = client[0] if client else "unknown"
+        forwarded = headers.get(b"x-forwarded-for")
+        if forwarded and peer in self.trusted:
+            return forwarded.decode("latin-1").split(",")[0].strip()[:64] or peer
+        return str(peer)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        room: WaitingRoom | None = getattr(state, "waiting_room", None)
+        metrics: Metrics = state.metrics
+        path: str = scope["path"]
+        recorded: dict[str, Any] = {"status": 500, "code": ""}
+
+        async def observed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                recorded["status"] = message["status"]
+                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+                recorded["problem"] = content_type.startswith(PROBLEM_JSON.encode())
+            elif message["type"] == "http.response.body" and recorded.get("problem"):
+                recorded["problem"] = False
+                with suppress(ValueError, UnicodeDecodeError):
+                    code = json.loads(message.get("body", b"")).get("code", "")
+                    recorded["code"] = str(code)[:40]
+            await send(message)
+
+        try:
+            if room is None or path in UNBOUNDED_PATHS or not self.enabled:
+                await self.app(scope, receive, observed_send)
+            elif self._protected(scope["method"], path):
+                await self._protected_call(room, metrics, scope, receive, observed_send)
+            else:
+                await self._other_call(room, metrics, scope, receive, observed_send)
+        finally:
+            metrics.responses.labels(str(recorded["status"]), recorded["code"]).inc()
+            if room is not None and path not in UNBOUNDED_PATHS:
+                room.count_response(int(recorded["status"]))
+
+    async def _other_call(
+        self, room: WaitingRoom, metrics: Metrics, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if not await room.other_slots.acquire(0):
+            await _drain(receive)
+            await self._refuse(send, Busy(), None, 1, False, room)
+            return
+        gauge = metrics.inflight.labels("other")
+        gauge.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            gauge.dec()
+            room.other_slots.release()
+
+    async def _protected_call(
+        self, room: WaitingRoom, metrics: Metrics, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        headers = _headers(scope)
+        cookies = _cookies(headers.get(b"cookie"))
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        token = authorization[7:].strip() if authorization.startswith("Bearer ") else None
+        ticket_text = headers.get(TICKET_HEADER.encode(), b"").decode("latin-1") or cookies.get(
+            TICKET_COOKIE
+        )
+        stamp = scope["path"].startswith("/api/v1/stamps")
+        facts = RequestFacts(
+            address=self._address(scope, headers),
+            token=token or None,
+            session=cookies.get(SESSION_COOKIE),
+            ticket_text=ticket_text,
+            stamp=stamp,
+        )
+        secure = scope.get("scheme") == "https"
+        verdict = await room.decide(facts)
+        if verdict.outcome == "rate_limited":
+            await _drain(receive)
+            await self._refuse(send, RateLimited(), verdict, verdict.retry_after_s, secure, room)
+            return
+        if verdict.outcome == "queued":
+            await _drain(receive)
+            await self._refuse(send, Queued(), verdict, verdict.retry_after_s, secure, room)
+            return
+        started = time.monotonic()
+        if not await room.slots.acquire(self.local_wait_s):
+            room.controller.observe_busy(time.time())
+            await _drain(receive)
+            await self._refuse(send, Busy(), verdict, 1, secure, room)
+            return
+        room.controller.observe_admitted(time.time())
+        ticket = verdict.ticket
+        if ticket is not None:
+            metrics.admitted.labels(LANES[ticket.lane]).inc()
+        extra: list[tuple[bytes, bytes]] = self._ticket_headers(room, verdict, secure)
+        gauge = metrics.inflight.labels("protected")
+        gauge.inc()
+
+        async def send_with_pass(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_pass)
+        finally:
+            gauge.dec()
+            room.slots.release()
+            latency = time.monotonic() - started
+            room.controller.observe(latency, stamp=stamp, now=time.time())
+            if stamp:
+                metrics.stamp_latency.observe(latency)
+
+    def _ticket_headers(
+        self, room: WaitingRoom, verdict: Verdict, secure: bool
+    ) -> list[tuple[bytes, bytes]]:
+        found: list[tuple[bytes, bytes]] = []
+        if verdict.ticket is not None:
+            text = room.keys.encode(verdict.ticket)
+            found.append((TICKET_HEADER.encode(), text.encode()))
+            found.append(_cookie(TICKET_COOKIE, text, room.keys.ticket_ttl_s, secure))
+        if verdict.new_session is not None:
+            found.append(_cookie(SESSION_COOKIE, verdict.new_session, 86_400, secure))
+        return found
+
+    async def _refuse(
+        self,
+        send: Send,
+        error: EmeteraiError,
+        verdict: Verdict | None,
+        retry_after_s: int,
+        secure: bool,
+        room: WaitingRoom,
+    ) -> None:
+        body: dict[str, Any] = {
+            "type": f"https://emeterai.example/problems/{error.code.lower().replace('_', '-')}",
+            "title": error.title,
+            "status": error.status,
+            "detail": error.detail,
+            "code": error.code,
+            "retry_after_s": retry_after_s,
+        }
+        headers: list[tuple[bytes, bytes]] = [(b"retry-after", str(retry_after_s).encode())]
+        if verdict is not None and verdict.ticket is not None:
+            ticket = verdict.ticket
+            body.update(lane=LANES[ticket.lane], seq=ticket.seq)
+            if error.code == "QUEUED":
+                body.update(position=verdict.position, eta_s=round(verdict.eta_s, 1))
+        if verdict is not None:
+            headers += self._ticket_headers(room, verdict, secure)
+            body["ticket"] = room.keys.encode(verdict.ticket) if verdict.ticket else None
+        encoded = json.dumps(body).encode()
+        headers += [
+            (b"content-type", PROBLEM_JSON.encode()),
+            (b"content-length", str(len(encoded)).encode()),
+            (b"cache-control", b"no-store"),
+        ]
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.body", "body": encoded})
+
+
+# --- routes ---------------------------------------------------------------------------
+
+
+def _room(request: Request) -> WaitingRoom:
+    room: WaitingRoom = request.app.state.waiting_room
+    return room
+
+
+def _ticket_of(request: Request, room: WaitingRoom) -> Any:
+    text = request.headers.get(TICKET_HEADER) or request.cookies.get(TICKET_COOKIE)
+    if not text:
+        return None
+    try:
+        return room.keys.decode(text[:200], now_ms=int(time.time() * 1000))
+    except EmeteraiError:
+        return None
+
+
+@router.get("/api/v1/queue", tags=["admission"])
+async def queue_position(request: Request) -> JSONResponse:
+    """Your place in the line: send the ticket (X-Queue-Ticket header or cookie).
+
+    Answers from memory, never from the database. `ticket_state` is `waiting`, `admitted`
+    (repeat your request now), `expired` or `none`."""
+    room = _room(request)
+    ticket = _ticket_of(request, room)
+    key = (
+        ticket.binding.hex()
+        if ticket is not None
+        else (request.client.host if request.client else "unknown")
+    )
+    wait = room.poll_limiter.take(key, time.time())
+    view = room.queue_view(ticket)
+    view["admission_enabled"] = request.app.state.admission.enabled
+    if wait > 0:
+        retry = max(1, int(wait) + 1)
+        body = {
+            "type": "https://emeterai.example/problems/rate-limited",
+            "title": RateLimited.title,
+            "status": 429,
+            "detail": "poll at most once a second; your place is kept",
+            "code": RateLimited.code,
+            "retry_after_s": retry,
+        }
+        return JSONResponse(
+            body, status_code=429, media_type=PROBLEM_JSON, headers={"Retry-After": str(retry)}
+        )
+    return JSONResponse(view, headers={"Cache-Control": "no-store"})
+
+
+async def _status(request: Request) -> dict[str, Any]:
+    room = _room(request)
+    cached = getattr(request.app.state, "status_cache", None)
+    now = time.time()
+    if cached is not None and now - cached[0] < STATUS_CACHE_S:
+        status: dict[str, Any] = cached[1]
+        return status
+    now_ms = int(now * 1000)
+    samples = await asyncio.to_thread(room.store.samples_since, now_ms - 24 * 3600 * 1000)
+    status = build_status(
+        room.snapshot,
+        samples,
+        now_ms=now_ms,
+        rate_per_s=room.global_rate_per_s(),
+        eta_s=room.new_arrival_eta_s(),
+        admission_enabled=request.app.state.admission.enabled,
+    )
+    request.app.state.status_cache = (now, status)
+    return status
+
+
+@router.get("/api/v1/status", tags=["admission"])
+async def service_status(request: Request) -> dict[str, Any]:
+    """Public: the line now, availability over the last 24 hours, recent incidents."""
+    return await _status(request)
+
+
+@router.get("/status", response_class=HTMLResponse, include_in_schema=False)
+async def status_page(request: Request) -> HTMLResponse:
+    status = await _status(request)
+    return templates.TemplateResponse(request, "admission_status.html", {"status": status})
+
+
+@router.get("/antrean", response_class=HTMLResponse, include_in_schema=False)
+async def queue_page(request: Request) -> HTMLResponse:
+    """The waiting page: position and ETA, refreshing itself at the ticket's own pace."""
+    room = _room(request)
+    view = room.queue_view(_ticket_of(request, room))
+    retry = view.get("retry_after_s")
+    refresh = min(60, max(5, int(retry))) if isinstance(retry, int) and retry > 0 else 30
+    next_path = request.query_params.get("next", "/")
+    if not next_path.startswith("/") or next_path.startswith("//"):
+        next_path = "/"
+    context = {"view": view, "refresh_s": refresh, "next_path": next_path[:200]}
+    return templates.TemplateResponse(
+        request, "admission_queue.html", context, headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics_endpoint(request: Request) -> Response:
+    room: WaitingRoom | None = getattr(request.app.state, "waiting_room", None)
+    metrics: Metrics = request.app.state.metrics
+    body = metrics.exposition(room.snapshot if room is not None else None)
+    return Response(content=body, media_type=CONTENT_TYPE)

@@ -1,0 +1,90 @@
+"""Prometheus metrics. With several workers, prometheus_client's multiprocess mode sums
+the processes' counters, histograms and gauges (`emeterai serve` gives the workers a
+fresh PROMETHEUS_MULTIPROC_DIR); the queue length comes from the shared store instead."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from emeterai.admission.store import Snapshot
+from emeterai.admission.tickets import LANES
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class Metrics:
+    def __init__(self) -> None:
+        # A registry per app: tests build many apps in one process.
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.responses = Counter(
+            "emeterai_http_responses",
+            "HTTP responses by status and problem code.",
+            ["status", "code"],
+            registry=registry,
+        )
+        self.stamp_latency = Histogram(
+            "emeterai_stamp_latency_seconds",
+            "Latency of admitted POST /api/v1/stamps requests, slot wait included.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.admitted = Counter(
+            "emeterai_admitted", "Protected requests admitted.", ["lane"], registry=registry
+        )
+        self.rate = Gauge(
+            "emeterai_admission_rate_per_s",
+            "The admission rate the controllers set (summed over processes).",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.capacity = Gauge(
+            "emeterai_capacity_estimate_per_s",
+            "Protected requests completed per second, measured (summed over processes).",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.inflight = Gauge(
+            "emeterai_inflight",
+            "Requests in flight by kind (summed over processes).",
+            ["kind"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+
+    def exposition(self, snapshot: Snapshot | None) -> bytes:
+        if multiprocess_mode():
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            text = generate_latest(registry)
+        else:
+            text = generate_latest(self.registry)
+        if snapshot is None:
+            return text
+        lines = [
+            "# HELP emeterai_queue_length Tickets waiting, by lane (from the shared store).",
+            "# TYPE emeterai_queue_length gauge",
+        ]
+        lines += [
+            f'emeterai_queue_length{{lane="{name}"}} {snapshot.waiting(lane)}'
+            for lane, name in enumerate(LANES)
+        ]
+        lines += [
+            "# HELP emeterai_queue_issued_total Tickets ever issued, by lane.",
+            "# TYPE emeterai_queue_issued_total counter",
+        ]
+        lines += [
+            f'emeterai_queue_issued_total{{lane="{name}"}} {snapshot.issued[lane]}'
+            for lane, name in enumerate(LANES)
+        ]
+        return text + ("\n".join(lines) + "\n").encode()

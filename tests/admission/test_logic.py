@@ -1,0 +1,138 @@
+"""The controller, the limiters, the slots and the fair distribution: pure logic."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from emeterai.admission.controller import CapacityController, percentile
+from emeterai.admission.limits import KeyedRateLimiter
+from emeterai.admission.room import retry_after_for
+from emeterai.admission.slots import Slots
+from emeterai.admission.status import MINUTE_MS, Minute, incidents_from
+from emeterai.admission.store import distribute
+
+
+def controller(**overrides: float) -> CapacityController:
+    values = {
+        "target_s": 2.0,
+        "rate_initial_per_s": 10.0,
+        "rate_min_per_s": 1.0,
+        "rate_max_per_s": 100.0,
+    }
+    values.update(overrides)
+    return CapacityController(**values)  # type: ignore[arg-type]
+
+
+def test_slow_stamps_decrease_the_rate_then_cooldown() -> None:
+    c = controller()
+    for i in range(20):
+        c.observe(3.0, stamp=True, now=100 + i * 0.01)
+    assert c.update(101, waiting=50, utilisation=1.0).decision == "decrease"
+    assert c.rate_per_s == pytest.approx(8.0)
+    assert c.update(102, waiting=50, utilisation=1.0).decision == "hold"  # cooldown
+    assert c.update(103.5, waiting=50, utilisation=1.0).decision == "decrease"
+
+
+def test_busy_refusals_decrease_the_rate() -> None:
+    c = controller()
+    for i in range(10):
+        c.observe_admitted(100 + i * 0.01)
+        c.observe_busy(100 + i * 0.01)
+    assert c.update(101, waiting=5, utilisation=1.0).decision == "decrease"
+
+
+def test_idle_slots_with_people_waiting_increase_the_rate() -> None:
+    c = controller()
+    for i in range(20):
+        c.observe(0.3, stamp=True, now=100 + i * 0.01)
+    assert c.update(101, waiting=10, utilisation=0.5).decision == "increase"
+    assert c.rate_per_s == pytest.approx(11.0)
+    assert c.update(102, waiting=0, utilisation=0.1).decision == "hold"  # nobody waits
+
+
+def test_rate_stays_within_bounds_and_pinned_rate_holds() -> None:
+    c = controller(rate_max_per_s=10.5)
+    c.update(1, waiting=10, utilisation=0.0)
+    assert c.rate_per_s == 10.5
+    pinned = controller(pinned_per_s=3.0)
+    for i in range(20):
+        pinned.observe(9.0, stamp=True, now=i)
+    assert pinned.update(20, waiting=100, utilisation=1.0).decision == "pinned"
+    assert pinned.rate_per_s == 3.0
+
+
+def test_old_samples_leave_the_window() -> None:
+    c = controller()
+    for i in range(20):
+        c.observe(9.0, stamp=True, now=i * 0.01)
+    c.update(100, waiting=1, utilisation=0.5)
+    assert c.last.p99_s == 0.0
+
+
+def test_percentile() -> None:
+    assert percentile([], 0.99) == 0.0
+    assert percentile([float(i) for i in range(1, 101)], 0.99) == 99.0
+    assert percentile([1.0, 2.0], 0.5) == 1.0
+
+
+def test_limiter_refills_and_bounds_its_memory() -> None:
+    limiter = KeyedRateLimiter(rate_per_s=1.0, burst=2, keys_max=3)
+    assert limiter.take("a", 0.0) == 0.0
+    assert limiter.take("a", 0.0) == 0.0
+    assert limiter.take("a", 0.0) == pytest.approx(1.0)
+    assert limiter.take("a", 1.0) == 0.0  # one token back after a second
+    for key in "bcdef":
+        limiter.take(key, 1.0)
+    assert len(limiter) == 3
+
+
+def test_distribute_is_strict_priority_with_a_share_for_lower_lanes() -> None:
+    assert distribute(5, [3, 4, 10], served_before=0) == [3, 2, 0]
+    grants = distribute(100, [1000, 1000, 1000], served_before=0)
+    assert grants == [80, 10, 10]
+    assert distribute(10, [0, 0, 2], served_before=7) == [0, 0, 2]
+    assert distribute(0, [5, 5, 5], served_before=0) == [0, 0, 0]
+    with pytest.raises(ValueError):
+        distribute(1, [-1, 0, 0], served_before=0)
+
+
+def test_retry_after_is_short_near_the_head_and_capped() -> None:
+    assert retry_after_for(0.2) == 1
+    assert retry_after_for(4.2) == 5
+    assert retry_after_for(100) == 60
+    assert 5 <= retry_after_for(20) <= 20
+
+
+def test_slots_bound_the_holders_and_the_waiters() -> None:
+    async def scenario() -> list[bool]:
+        slots = Slots(1, waiters_max=1)
+        assert await slots.acquire(0)
+        waiter = asyncio.create_task(slots.acquire(5))
+        await asyncio.sleep(0)
+        refused = await slots.acquire(5)  # a second waiter is over the bound
+        slots.release()  # hands the slot to the waiter
+        got = await waiter
+        timed_out = await asyncio.wait_for(slots.acquire(0.05), 1)
+        slots.release()
+        assert slots.in_use == 0
+        return [refused, got, timed_out]
+
+    assert asyncio.run(scenario()) == [False, True, False]
+
+
+def test_incidents_are_runs_of_bad_minutes() -> None:
+    base = 1_800_000_000_000 // MINUTE_MS * MINUTE_MS
+    minutes = [
+        Minute(base, 100, 0, 0, 0, 0.0),
+        Minute(base + MINUTE_MS, 100, 5, 0, 0, 0.0),
+        Minute(base + 2 * MINUTE_MS, 100, 9, 0, 0, 0.0),
+        Minute(base + 3 * MINUTE_MS, 100, 0, 0, 0, 0.0),
+        Minute(base + 4 * MINUTE_MS, 100, 0, 50, 900, 1200.0),
+    ]
+    found = incidents_from(minutes, now_ms=base + 5 * MINUTE_MS)
+    assert [i.kind for i in found] == ["long_wait", "errors"]
+    assert found[0].ongoing and not found[1].ongoing
+    assert found[1].errors_5xx == 14
+    assert found[1].as_dict()["minutes"] == 2

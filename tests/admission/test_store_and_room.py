@@ -1,0 +1,180 @@
+"""The shared counters and the waiting room's decisions, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+
+from emeterai.accounts import create_account, issue_token
+from emeterai.admission.room import RequestFacts, WaitingRoom, lane_of_token
+from emeterai.admission.settings import AdmissionSettings
+from emeterai.admission.store import AdmissionStore, Sample
+from emeterai.admission.tickets import LANE_NEW, LANE_PAID, LANE_PROGRESS, TicketKeys
+from emeterai.api.admission import store_url
+from emeterai.config import Settings
+from emeterai.db import transaction
+from emeterai.quota import add_quota
+from emeterai.runtime import Runtime
+
+NOW_MS = 1_800_000_000_000
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[AdmissionStore]:
+    url = store_url(settings, AdmissionSettings())
+    assert ("admission.db" in url) == settings.resolved_database_url.startswith("sqlite")
+    opened = AdmissionStore.open(url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def test_arrivals_take_consecutive_numbers_and_ticks_admit_in_order(
+    store: AdmissionStore,
+) -> None:
+    first = [store.arrive(LANE_NEW, now_ms=NOW_MS)[0] for _ in range(5)]
+    assert first == [1, 2, 3, 4, 5]
+    snapshot = store.tick(2.5, burst=10, now_ms=NOW_MS)
+    assert snapshot.admitted == (0, 0, 2) and snapshot.waiting(LANE_NEW) == 3
+    assert snapshot.credit == pytest.approx(0.5)
+    snapshot = store.tick(100, burst=3, now_ms=NOW_MS)
+    assert snapshot.admitted == (0, 0, 5) and snapshot.credit == 3  # the burst caps it
+    seq, at_once, snapshot = store.arrive(LANE_PAID, now_ms=NOW_MS)
+    assert (seq, at_once) == (1, True) and snapshot.credit == 2
+    assert store.snapshot(now_ms=NOW_MS).admitted == (0, 1, 5)
+
+
+def test_a_waiting_higher_lane_blocks_immediate_admission_below_it(
+    store: AdmissionStore,
+) -> None:
+    store.arrive(LANE_PROGRESS, now_ms=NOW_MS)  # no credit: it waits
+    store.tick(0.5, burst=5, now_ms=NOW_MS)
+    _, at_once, _ = store.arrive(LANE_NEW, now_ms=NOW_MS)
+    assert not at_once
+
+
+def test_concurrent_arrivals_never_share_a_number(store: AdmissionStore) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        numbers = list(pool.map(lambda _: store.arrive(LANE_NEW, now_ms=NOW_MS)[0], range(120)))
+    assert sorted(numbers) == list(range(1, 121))
+
+
+def test_samples_are_upserted_per_process_and_minute(store: AdmissionStore) -> None:
+    store.record_sample(Sample(NOW_MS, "p1", 10, 1, 2, 3, 4.0))
+    store.record_sample(Sample(NOW_MS, "p1", 20, 1, 2, 3, 4.0))
+    store.record_sample(Sample(NOW_MS, "p2", 5, 0, 0, 0, 0.0))
+    samples = store.samples_since(NOW_MS - 1)
+    assert sorted((s.process, s.requests) for s in samples) == [("p1", 20), ("p2", 5)]
+    store.forget_samples_before(NOW_MS + 1)
+    assert store.samples_since(0) == []
+
+
+@dataclass
+class Clock:
+    now: float = NOW_MS / 1000
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_room(store: AdmissionStore, runtime: Runtime, clock: Clock, **overrides: object):  # type: ignore[no-untyped-def]
+    values: dict[str, object] = {"rate_per_s": 2.0, "pass_ttl_s": 60}
+    values.update(overrides)
+    admission = AdmissionSettings(**values)  # type: ignore[arg-type]
+    keys = TicketKeys(b"k" * 32, rotation_s=3600, ticket_ttl_s=7200)
+    return WaitingRoom(
+        admission,
+        keys=keys,
+        store=store,
+        inflight_max=2,
+        classify=lambda token: lane_of_token(runtime.sessions, token),
+        clock=clock,
+    )
+
+
+def facts(session: str, ticket: str | None = None, token: str | None = None) -> RequestFacts:
+    return RequestFacts(
+        address="10.0.0.1", token=token, session=session, ticket_text=ticket, stamp=True
+    )
+
+
+def test_waiting_room_queues_admits_in_order_and_binds(
+    store: AdmissionStore, runtime: Runtime
+) -> None:
+    clock = Clock()
+    room = make_room(store, runtime, clock)
+
+    async def scenario() -> None:
+        sessions = [f"session-{i:02d}-abcdefghijkl" for i in range(4)]
+        verdicts = [await room.decide(facts(s)) for s in sessions]
+        assert [v.outcome for v in verdicts] == ["queued"] * 4
+        assert [v.ticket.seq for v in verdicts if v.ticket] == [1, 2, 3, 4]
+        assert [v.position for v in verdicts] == [1, 2, 3, 4]
+        texts = [room.keys.encode(v.ticket) for v in verdicts if v.ticket]
+        clock.now += 1
+        room.tick(1.0)  # rate 2/s for one second: the first two
+        got = [
+            (await room.decide(facts(s, t))).outcome for s, t in zip(sessions, texts, strict=True)
+        ]
+        assert got == ["admit", "admit", "queued", "queued"]
+        # Someone else's ticket is worth nothing: that request queues at the back.
+        stolen = await room.decide(facts("thief-session-abcdefghijkl", texts[0]))
+        assert stolen.outcome == "queued" and stolen.ticket and stolen.ticket.seq == 5
+        view = room.queue_view(room.keys.decode(texts[3], now_ms=int(clock.now * 1000)))
+        assert view["ticket_state"] == "waiting" and view["position"] == 2
+
+    asyncio.run(scenario())
+
+
+def test_rate_limits_keep_the_ticket(store: AdmissionStore, runtime: Runtime) -> None:
+    clock = Clock()
+    room = make_room(store, runtime, clock, binding_rate_per_s=0.1, binding_burst=2)
+
+    async def scenario() -> None:
+        first = await room.decide(facts("storm-session-abcdefghijkl"))
+        assert first.outcome == "queued" and first.ticket
+        text = room.keys.encode(first.ticket)
+        await room.decide(facts("storm-session-abcdefghijkl", text))
+        limited = await room.decide(facts("storm-session-abcdefghijkl", text))
+        assert limited.outcome == "rate_limited" and limited.retry_after_s >= 1
+        assert limited.ticket == first.ticket
+
+    asyncio.run(scenario())
+
+
+def test_lanes_from_quota_and_from_an_expired_pass(store: AdmissionStore, runtime: Runtime) -> None:
+    clock = Clock()
+    now = runtime.clock.now()
+    with transaction(runtime.sessions) as session:
+        paid = create_account(session, "paid@example.id", now=now)
+        paid_token = issue_token(session, paid, now=now).token
+        add_quota(session, paid.id, 2, reference="lane-paid", now=now)
+        fresh = create_account(session, "fresh@example.id", now=now)
+        fresh_token = issue_token(session, fresh, now=now).token
+    assert lane_of_token(runtime.sessions, paid_token) == LANE_PAID
+    assert lane_of_token(runtime.sessions, fresh_token) == LANE_NEW
+    assert lane_of_token(runtime.sessions, "emt_" + "a" * 16 + "_" + "b" * 43) == LANE_NEW
+    room = make_room(store, runtime, clock)
+
+    async def scenario() -> None:
+        new = await room.decide(facts("s-new-abcdefghijklmnop", token=fresh_token))
+        paid_verdict = await room.decide(facts("s-paid-abcdefghijklmnop", token=paid_token))
+        assert new.ticket and new.ticket.lane == LANE_NEW
+        assert paid_verdict.ticket and paid_verdict.ticket.lane == LANE_PAID
+        assert paid_verdict.position == 1  # ahead of the earlier new arrival
+        clock.now += 1
+        room.tick(1.0)
+        text = room.keys.encode(paid_verdict.ticket)
+        admitted = await room.decide(facts("s-paid-abcdefghijklmnop", text, paid_token))
+        assert admitted.outcome == "admit" and admitted.ticket and admitted.ticket.is_pass
+        clock.now += 120  # the pass (60 s) ran out mid-flow
+        pass_text = room.keys.encode(admitted.ticket)
+        again = await room.decide(facts("s-paid-abcdefghijklmnop", pass_text, paid_token))
+        assert again.ticket and again.ticket.lane == LANE_PROGRESS
+
+    asyncio.run(scenario())
