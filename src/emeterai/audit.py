@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
+from emeterai.channels import audit as channels_audit
 from emeterai.ledger.models import LedgerAccount, Transfer
 from emeterai.serials import Serial, is_well_formed
 from emeterai.stamping.models import Stamp
@@ -195,6 +196,10 @@ CHECKS: dict[str, Callable[[Session], list[str]]] = {
     "reservations-settled-at-most-once": _settlements_well_formed,
     "consumptions-equal-used-serials-equal-stamps": _consumptions_serials_stamps,
     "serials-well-formed": _serials_well_formed,
+    "paid-orders-equal-credited-orders": channels_audit.paid_orders_are_credited,
+    "payments-credited-exactly-once": channels_audit.payments_credited_once,
+    "channel-stock-equals-deposits-minus-sales": channels_audit.channel_stock_matches_movements,
+    "channel-duty-equals-stamps-sold": channels_audit.channel_duty_matches_sales,
 }
 
 

@@ -347,3 +347,128 @@ class AdmissionNotReady(EmeteraiError):
     code = "ADMISSION_NOT_READY"
     status = 503
     title = "The waiting room's shared store does not answer yet"
+
+
+# --- Channels: orders, payments, refunds -------------------------------------------------
+
+
+class ChannelNotFound(EmeteraiError):
+    code = "CHANNEL_NOT_FOUND"
+    status = 404
+    title = "No sales channel has that name"
+
+
+class ChannelExists(EmeteraiError):
+    code = "CHANNEL_EXISTS"
+    status = 409
+    title = "A sales channel with that name already exists"
+
+
+class InvalidChannel(BadInput):
+    code = "INVALID_CHANNEL"
+    title = "The channel's name, kind or settings are not valid"
+
+
+class ChannelStockExhausted(EmeteraiError):
+    """The channel's stock and the credit the issuer allows it cannot cover the order."""
+
+    code = "CHANNEL_STOCK_EXHAUSTED"
+    status = 409
+    title = "This channel cannot sell that many stamps now; its credit limit is reached"
+
+
+class OrderNotFound(EmeteraiError):
+    code = "ORDER_NOT_FOUND"
+    status = 404
+    title = "No such order"
+
+
+class PaymentRejected(EmeteraiError):
+    """A payment confirmation that credits nothing; every one is recorded for the operator."""
+
+    code = "PAYMENT_REJECTED"
+    status = 422
+    title = "The payment confirmation was refused; nothing was credited"
+
+
+class MalformedConfirmation(PaymentRejected):
+    code = "MALFORMED_CONFIRMATION"
+    status = 422
+    title = "The payment confirmation is not valid JSON with the required fields"
+
+
+class BadSignature(PaymentRejected):
+    code = "BAD_SIGNATURE"
+    status = 401
+    title = "The X-Emeterai-Signature does not match the body and timestamp"
+
+
+class StaleTimestamp(PaymentRejected):
+    code = "STALE_TIMESTAMP"
+    status = 401
+    title = "The X-Emeterai-Timestamp is missing or outside the replay window"
+
+
+class ReplayedConfirmation(PaymentRejected):
+    code = "REPLAYED_CONFIRMATION"
+    status = 409
+    title = "This exact signed confirmation was already received; sign each delivery anew"
+
+
+class UnknownOrder(PaymentRejected):
+    code = "UNKNOWN_ORDER"
+    status = 404
+    title = "No order has that id"
+
+
+class OrderOfAnotherChannel(PaymentRejected):
+    code = "ORDER_OF_ANOTHER_CHANNEL"
+    status = 403
+    title = "The order belongs to another channel"
+
+
+class WrongAmount(PaymentRejected):
+    code = "WRONG_AMOUNT"
+    status = 422
+    title = "The amount paid is not the order's amount"
+
+
+class PaymentReferenceConflict(PaymentRejected):
+    code = "PAYMENT_REFERENCE_CONFLICT"
+    status = 409
+    title = "This payment reference was already used for another order or amount"
+
+
+class OrderAlreadyPaid(PaymentRejected):
+    code = "ORDER_ALREADY_PAID"
+    status = 409
+    title = "The order was already paid under another payment reference"
+
+
+class OrderNotRefundable(EmeteraiError):
+    code = "ORDER_NOT_REFUNDABLE"
+    status = 409
+    title = "Only a credited order that was not refunded yet can be refunded"
+
+
+class NothingToRefund(EmeteraiError):
+    code = "NOTHING_TO_REFUND"
+    status = 409
+    title = "No unused quota of this order is left to refund, or the fee exceeds its value"
+
+
+class SandboxDisabled(EmeteraiError):
+    code = "SANDBOX_DISABLED"
+    status = 404
+    title = "The sandbox payment provider is off (EMETERAI_PAYMENTS_SANDBOX=1 turns it on)"
+
+
+class SettlementFileInvalid(BadInput):
+    code = "SETTLEMENT_FILE_INVALID"
+    title = "The settlement file is not a valid CSV with the required header, or too large"
+
+
+class InvalidDateRange(BadInput):
+    code = "INVALID_DATE_RANGE"
+    title = "The dates must be YYYY-MM-DD with --from not after --to"
+

@@ -8,6 +8,16 @@ from emeterai.accounts.web_models import (  # web sign-in and console roles
     PasswordResetToken,
     WebSession,
 )
+from emeterai.channels.models import (  # sales channels, orders, payments
+    Channel,
+    ChannelApiKey,
+    ChannelWebhookSecret,
+    Order,
+    OrderEvent,
+    Payment,
+    Rejection,
+    WebhookNonce,
+)
 from emeterai.db import Base
 from emeterai.jobs.models import Job, JobItem
 from emeterai.ledger.models import LedgerAccount, Transfer
@@ -21,14 +31,22 @@ __all__ = [
     "AccountPassword",
     "AccountRole",
     "ApiToken",
+    "Channel",
+    "ChannelApiKey",
+    "ChannelWebhookSecret",
     "Job",
     "JobItem",
     "LedgerAccount",
     "LoginThrottle",
+    "Order",
+    "OrderEvent",
     "PasswordResetToken",
+    "Payment",
+    "Rejection",
     "Serial",
     "Stamp",
     "Transfer",
     "WebSession",
+    "WebhookNonce",
     "metadata",
 ]

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from emeterai.admission.settings import AdmissionSettings
 from emeterai.api import problems
+from emeterai.api.channels import router as channels_router
 from emeterai.api.admission import AdmissionMiddleware, admission_lifespan
 from emeterai.api.admission import router as admission_router
 from emeterai.api.metrics import Metrics
@@ -81,6 +82,7 @@ def create_app(
     app.include_router(admission_router)
     app.include_router(router)
     app.include_router(web_router)
+    app.include_router(channels_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
