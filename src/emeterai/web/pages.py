@@ -1,7 +1,7 @@
 """What every page shares: language, the signed-in account, CSRF, and rendering.
 
 - Language: cookie `emeterai_lang` (`id` by default, `en` by switch).
-- Session: cookie `emeterai_session`, HttpOnly, SameSite=Lax, Secure on https; the
+- Session: cookie `emeterai_auth`, HttpOnly, SameSite=Lax, Secure on https; the
   server keeps only its SHA-256 (`accounts.sessions`).
 - CSRF: a double-submit token. Cookie `emeterai_csrf` (HttpOnly, SameSite=Strict) and
   the hidden form field `csrf_token` must match, and a cross-site `Origin` is refused.
@@ -29,7 +29,9 @@ from emeterai.web import i18n
 from emeterai.web.messages import VERDICTS, error_message
 
 LANG_COOKIE = "emeterai_lang"
-SESSION_COOKIE = "emeterai_session"
+SESSION_COOKIE = (
+    "emeterai_auth"  # not emeterai_session: the waiting room binds tickets with that one
+)
 CSRF_COOKIE = "emeterai_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_LENGTH_MAX = 100

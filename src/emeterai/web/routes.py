@@ -6,6 +6,7 @@ This module gathers the web routers: public pages here (home, language, assets, 
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -79,7 +80,10 @@ async def _verify(page: Page, file: UploadFile) -> dict[str, Any]:
                     bytes_max=runtime.settings.upload_bytes_max,
                 ).as_dict()
 
-        return await run_in_threadpool(work)
+        result = await run_in_threadpool(work)
+        if result.get("signed_at"):
+            result["signed_at"] = datetime.fromisoformat(result["signed_at"])
+        return result
     except EmeteraiError as error:
         limit = f"{runtime.settings.upload_bytes_max / (1024 * 1024):.0f} MB"
         return {

@@ -1,0 +1,205 @@
+"""End to end in Chromium: what an applicant and a verifier do, in Bahasa Indonesia."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from pathlib import Path
+
+import pikepdf
+import pypdfium2
+from playwright.sync_api import Page, expect
+
+from emeterai.pdf.samples import letter_a4
+from tests.api.conftest import Server
+from tests.pdf.conftest import make_pdf
+from tests.web.conftest import looked_at, screenshot
+
+PASSWORD = "kata sandi yang panjang"
+
+
+def register(page: Page, axe: str | None = None) -> str:
+    email = f"pelamar-{uuid.uuid4().hex[:8]}@example.id"
+    page.goto("/register")
+    if axe:
+        looked_at(page, "register", axe)
+    page.get_by_label("Alamat e-mail").fill(email)
+    page.get_by_label("Kata sandi").fill(PASSWORD)
+    page.get_by_role("button", name="Daftar").click()
+    expect(page.get_by_role("heading", name="Meterai saya")).to_be_visible()
+    return email
+
+
+def grant(server: Server, email: str, count: int) -> None:
+    added = server.cli("quota", "add", email, str(count), "--reference", f"web-{uuid.uuid4().hex}")
+    assert added.returncode == 0, added.stderr
+
+
+def upload(page: Page, name: str, document: bytes) -> None:
+    page.goto("/stamp")
+    page.get_by_label("Dokumen PDF").set_input_files(
+        {"name": name, "mimeType": "application/pdf", "buffer": document}
+    )
+    page.get_by_role("button", name="Unggah dan lanjutkan").click()
+
+
+def render_page(document: bytes, scale: float) -> tuple[int, int, bytes]:
+    pdf = pypdfium2.PdfDocument(document)
+    pdf.init_forms()  # the stamp is a signature widget: drawn with the form layer
+    try:
+        bitmap = pdf[0].render(
+            scale=scale, rev_byteorder=True, draw_annots=True, may_draw_forms=True
+        )
+        return bitmap.width, bitmap.height, bytes(bitmap.buffer)
+    finally:
+        pdf.close()
+
+
+def stamp_box_pt(before: bytes, after: bytes) -> tuple[float, float, float, float]:
+    """Where the stamp landed, as the page is seen: (x, y, width, height) in points from
+    the lower-left, found by comparing renders of the page before and after stamping."""
+    scale = 2.0
+    width, height, old = render_page(before, scale)
+    width_after, height_after, new = render_page(after, scale)
+    assert (width, height) == (width_after, height_after)
+    stride = len(old) // height
+    rows = [
+        r
+        for r in range(height)
+        if old[r * stride : (r + 1) * stride] != new[r * stride : (r + 1) * stride]
+    ]
+    assert rows, "the stamp is not visible on the page"
+    columns = [
+        c
+        for c in range(width)
+        if any(
+            old[r * stride + c * 3 : r * stride + c * 3 + 3]
+            != new[r * stride + c * 3 : r * stride + c * 3 + 3]
+            for r in rows[:: max(1, len(rows) // 40)]
+        )
+    ]
+    left, right = min(columns) / scale, (max(columns) + 1) / scale
+    top, bottom = min(rows) / scale, (max(rows) + 1) / scale
+    page_height = height / scale
+    return left, page_height - bottom, right - left, bottom - top
+
+
+def click_at(page: Page, fraction_x: float, fraction_y: float) -> None:
+    box = page.locator("#page-image").bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] * fraction_x, box["y"] + box["height"] * fraction_y)
+
+
+def placed(page: Page) -> tuple[float, float]:
+    return float(page.locator("#x").input_value()), float(page.locator("#y").input_value())
+
+
+def confirm_and_download(page: Page, tmp_path: Path, name: str) -> bytes:
+    page.get_by_role("button", name="Konfirmasi dan bubuhkan").click()
+    expect(page.get_by_role("heading", name="Dokumen Anda sudah bermeterai")).to_be_visible()
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Unduh PDF bermeterai").click()
+    target = tmp_path / name
+    info.value.save_as(target)
+    return target.read_bytes()
+
+
+def verify(page: Page, name: str, document: bytes) -> str:
+    page.goto("/verify")
+    page.get_by_label("Dokumen PDF").set_input_files(
+        {"name": name, "mimeType": "application/pdf", "buffer": document}
+    )
+    page.get_by_role("button", name="Periksa dokumen").click()
+    return page.locator("#verdict").inner_text()
+
+
+def test_register_buy_stamp_download_verify_and_tamper(
+    page: Page, web_server: Server, axe: str, tmp_path: Path
+) -> None:
+    page.goto("/")
+    looked_at(page, "home", axe)
+    email = register(page, axe)
+    grant(web_server, email, 2)  # TODO(issue 3): buy through the sandbox shop instead
+    page.goto("/dashboard")
+    expect(page.locator("#available")).to_have_text("2")
+    looked_at(page, "dashboard", axe)
+
+    original = letter_a4()
+    upload(page, "surat.pdf", original)
+    expect(page.get_by_role("heading", name="Tempatkan meterai")).to_be_visible()
+    expect(page.locator("#stamp-box")).to_be_visible()
+    click_at(page, 0.5, 0.5)
+    x_pt, y_pt = placed(page)
+    # The stamp's centre is where the user clicked: the middle of an A4 page.
+    assert abs(x_pt - (595.28 / 2 - 50)) < 2 and abs(y_pt - (841.89 / 2 - 50)) < 2
+    looked_at(page, "stamp-place", axe)
+    stamped = confirm_and_download(page, tmp_path, "surat-bermeterai.pdf")
+    looked_at(page, "stamp-done", axe)
+    left, bottom, width, height = stamp_box_pt(original, stamped)
+    assert abs(left - x_pt) < 1.5 and abs(bottom - y_pt) < 1.5, (left, bottom, x_pt, y_pt)
+    assert abs(width - 100) < 2 and abs(height - 100) < 2
+
+    assert verify(page, "surat-bermeterai.pdf", stamped) == "ASLI"
+    looked_at(page, "verify-genuine", axe)
+
+    tampered = stamped.replace(b"Surat Pernyataan", b"Surat Pernyataam", 1)
+    assert tampered != stamped
+    assert verify(page, "diubah.pdf", tampered) == "DIUBAH"
+    screenshot(page, "verify-tampered")
+
+    page.goto("/dashboard")
+    expect(page.locator("#available")).to_have_text("1")
+    expect(page.locator("#used")).to_have_text("1")
+
+
+def test_placement_on_a_rotated_odd_page_by_keyboard(
+    page: Page, web_server: Server, tmp_path: Path
+) -> None:
+    email = register(page)
+    grant(web_server, email, 1)
+    # A page turned a quarter, with a crop box off the origin: 370 x 260 pt as seen.
+    original = make_pdf(media_box=(0, 0, 300, 500), crop_box=(20, 30, 280, 400), rotate=270)
+    upload(page, "miring.pdf", original)
+    expect(page.locator("#stamp-box")).to_be_visible()
+    click_at(page, 0.05, 0.95)  # bottom-left corner: clamped to (0, 0)
+    assert placed(page) == (0.0, 0.0)
+    box = page.locator("#stamp-box")
+    box.focus()
+    for _ in range(5):
+        box.press("ArrowRight")
+    for _ in range(3):
+        box.press("ArrowUp")
+    box.press("Shift+ArrowUp")
+    assert placed(page) == (50.0, 31.0)
+    stamped = confirm_and_download(page, tmp_path, "miring-bermeterai.pdf")
+    left, bottom, width, height = stamp_box_pt(original, stamped)
+    assert abs(left - 50) < 1.5 and abs(bottom - 31) < 1.5, (left, bottom)
+    assert abs(width - 100) < 2 and abs(height - 100) < 2
+
+
+def encrypted_pdf() -> bytes:
+    pdf = pikepdf.open(io.BytesIO(letter_a4()))
+    buffer = io.BytesIO()
+    pdf.save(buffer, encryption=pikepdf.Encryption(owner="pemilik", user="rahasia"))
+    return buffer.getvalue()
+
+
+def test_refusals_are_shown_in_bahasa_indonesia(page: Page, web_server: Server, axe: str) -> None:
+    email = register(page)
+    # No quota yet: refused before anything is placed, with a way to buy.
+    upload(page, "surat.pdf", letter_a4())
+    expect(page.locator(".alert.error")).to_contain_text("e-Meterai Anda habis")
+    grant(web_server, email, 1)
+
+    upload(page, "terkunci.pdf", encrypted_pdf())
+    alert = page.locator(".alert.error")
+    expect(alert).to_contain_text("PDF ini dikunci dengan kata sandi atau enkripsi")
+    assert alert.get_attribute("data-code") == "PDF_ENCRYPTED"
+    looked_at(page, "stamp-refused", axe)
+
+    # Checked in the browser before sending: not a PDF.
+    page.goto("/stamp")
+    page.get_by_label("Dokumen PDF").set_input_files(
+        {"name": "catatan.txt", "mimeType": "text/plain", "buffer": b"bukan pdf"}
+    )
+    expect(page.locator("#upload-error")).to_contain_text("Berkas ini bukan PDF")
