@@ -16,11 +16,14 @@ from emeterai.api.channels import router as channels_router
 from emeterai.api.admission import AdmissionMiddleware, admission_lifespan
 from emeterai.api.admission import router as admission_router
 from emeterai.api.metrics import Metrics
+from emeterai.api.jobs import JOBS_PREFIX
+from emeterai.api.jobs import router as jobs_router
 from emeterai.api.limits import BodyLimit
 from emeterai.api.routes import router
 from emeterai.config import Settings
 from emeterai.db import transaction
 from emeterai.errors import AdmissionNotReady
+from emeterai.jobs.config import JobSettings
 from emeterai.runtime import build_runtime
 from emeterai.stamping.signing import Signer, SigningPool
 from emeterai.web.routes import router as web_router
@@ -82,6 +85,7 @@ def create_app(
     app.include_router(admission_router)
     app.include_router(router)
     app.include_router(web_router)
+    app.include_router(jobs_router)
     app.include_router(channels_router)
 
     @app.get("/healthz", include_in_schema=False)
@@ -104,7 +108,11 @@ def create_app(
     # The waiting room decides before any body is read; the body limit, outermost, also
     # bounds what the waiting room drains from a refused upload.
     app.add_middleware(AdmissionMiddleware, admission=admission)
-    app.add_middleware(BodyLimit, bytes_max=settings.upload_bytes_max)
+    app.add_middleware(
+        BodyLimit,
+        bytes_max=settings.upload_bytes_max,
+        bytes_max_by_prefix={JOBS_PREFIX: JobSettings().bytes_max},
+    )
     return app
 
 

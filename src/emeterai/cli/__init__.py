@@ -405,10 +405,6 @@ from emeterai.cli import jobs as _jobs  # noqa: E402
 
 _jobs.register(app)
 
-from emeterai.cli import jobs as _jobs  # noqa: E402
-
-_jobs.register(app)
-
 
 def main() -> None:
     try:
