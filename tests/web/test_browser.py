@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pikepdf
 import pypdfium2
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from emeterai.pdf.samples import letter_a4
 from tests.api.conftest import Server
@@ -203,3 +203,25 @@ def test_refusals_are_shown_in_bahasa_indonesia(page: Page, web_server: Server, 
         {"name": "catatan.txt", "mimeType": "text/plain", "buffer": b"bukan pdf"}
     )
     expect(page.locator("#upload-error")).to_contain_text("Berkas ini bukan PDF")
+
+
+def test_english_by_switch_and_verify_without_javascript(
+    browser: Browser, web_server: Server
+) -> None:
+    context = browser.new_context(base_url=web_server.base_url, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto("/verify")
+        expect(page.get_by_role("heading", name="Periksa e-Meterai")).to_be_visible()
+        page.get_by_role("link", name="English").click()
+        expect(page.get_by_role("heading", name="Verify an e-Meterai")).to_be_visible()
+        page.get_by_label("PDF document").set_input_files(
+            {"name": "surat.pdf", "mimeType": "application/pdf", "buffer": letter_a4()}
+        )
+        page.get_by_role("button", name="Check the document").click()
+        expect(page.locator("#verdict")).to_have_text("NOT STAMPED")
+        page.get_by_label("Serial number (22 characters, under the QR code)").fill("ABC")
+        page.get_by_role("button", name="Look up").click()
+        expect(page.locator(".verdict")).to_have_text("UNKNOWN SERIAL")
+    finally:
+        context.close()

@@ -130,3 +130,13 @@ async def download(request: Request, serial: str) -> Response:
             "Cache-Control": "private, no-store",
         },
     )
+
+
+@router.get("/buy")
+async def buy(request: Request) -> Response:
+    """The shop page. Until the shop's order use cases are in this build, it says so
+    plainly instead of leaving a dead link (docs/web.md, "What is not there yet")."""
+    page = await page_for(request)
+    if page.viewer is None:
+        return page.login_redirect()
+    return page.render("buy.html", {})
