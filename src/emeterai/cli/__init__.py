@@ -405,6 +405,10 @@ from emeterai.cli import jobs as _jobs  # noqa: E402
 
 _jobs.register(app)
 
+from emeterai.cli import admission as _admission  # noqa: E402
+
+_admission.register(app)
+
 
 def main() -> None:
     try:
