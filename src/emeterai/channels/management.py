@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -48,6 +49,10 @@ ORDER_TTL_S_DEFAULT = 3600
 REFUND_FEE_RUPIAH_DEFAULT = 6_500  # the interbank transfer cost the 2024 policy deducted
 OVERLAP_S_MAX = 30 * 86_400
 SHOP_NAME = "emeterai-shop"
+# FOR NO KEY UPDATE on PostgreSQL, not FOR UPDATE: inserting a row that references a
+# channel or an order (a nonce, an event, an order) takes FOR KEY SHARE on it, and FOR
+# UPDATE would wait for those holders while they wait for us, a deadlock.
+NO_KEY_UPDATE: dict[str, Any] = {"key_share": True}
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,58}[a-z0-9])?$")
 
 
@@ -164,7 +169,7 @@ def create_channel(
 def channel_by_name(session: Session, name: str, *, lock: bool = False) -> Channel:
     query = select(Channel).where(Channel.name == name[:60])
     if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
+        query = query.with_for_update(key_share=True).execution_options(populate_existing=True)
     channel = session.scalars(query).first()
     if channel is None:
         raise ChannelNotFound(f"no channel named {name[:60]}")
@@ -172,7 +177,9 @@ def channel_by_name(session: Session, name: str, *, lock: bool = False) -> Chann
 
 
 def lock_channel(session: Session, channel_id: int) -> Channel:
-    channel = session.get(Channel, channel_id, with_for_update=True, populate_existing=True)
+    channel = session.get(
+        Channel, channel_id, with_for_update=NO_KEY_UPDATE, populate_existing=True
+    )
     if channel is None:
         raise ChannelNotFound(f"no channel {channel_id}")
     return channel

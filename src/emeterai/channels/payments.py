@@ -25,7 +25,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from emeterai.channels import signing
 from emeterai.channels.keys import live_webhook_secrets
-from emeterai.channels.management import FACE_VALUE_RUPIAH, ensure_stock, lock_channel
+from emeterai.channels.management import (
+    FACE_VALUE_RUPIAH,
+    NO_KEY_UPDATE,
+    ensure_stock,
+    lock_channel,
+)
 from emeterai.channels.models import Channel, Order, Payment, Rejection, WebhookNonce
 from emeterai.channels.orders import add_event
 from emeterai.clock import Clock
@@ -142,7 +147,9 @@ def record_payment(
     fault_points: str = "",
 ) -> Credited:
     """Record a confirmed payment and credit its order, or answer as the first time did."""
-    order = session.get(Order, confirmation.order_id, with_for_update=True, populate_existing=True)
+    order = session.get(
+        Order, confirmation.order_id, with_for_update=NO_KEY_UPDATE, populate_existing=True
+    )
     if order is None:
         raise UnknownOrder(f"no order {confirmation.order_id}")
     if order.channel_id != channel_id:
@@ -315,6 +322,18 @@ def _remember_signature(
         raise ReplayedConfirmation("this signed confirmation was already received") from error
 
 
+def _attribute(session: Session, body: bytes) -> int | None:
+    """Best effort, for the operator's list only: the channel of the order the body names."""
+    try:
+        order_id = json.loads(body[:BODY_BYTES_MAX]).get("order_id")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return None
+    if not isinstance(order_id, str) or len(order_id) > 40:
+        return None
+    order = session.get(Order, order_id)
+    return order.channel_id if order is not None else None
+
+
 def _prune_nonces(sessions: sessionmaker[Session], now: datetime) -> None:
     from datetime import timedelta
 
@@ -379,6 +398,8 @@ def handle_webhook(
     except PaymentRejected as error:
         log.warning("payment confirmation refused: %s %s", error.code, error.detail[:200])
         with transaction(sessions) as session:
+            if channel_id is None:
+                channel_id = _attribute(session, body)
             record_rejection(
                 session, error, now=now, channel_id=channel_id, confirmation=confirmation
             )

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from emeterai.channels.management import FACE_VALUE_RUPIAH, lock_channel
+from emeterai.channels.management import FACE_VALUE_RUPIAH, NO_KEY_UPDATE, lock_channel
 from emeterai.channels.models import Order
 from emeterai.channels.orders import add_event
 from emeterai.errors import ExceedsCredits, NothingToRefund, OrderNotFound, OrderNotRefundable
@@ -57,7 +57,7 @@ def refund_order(
     session: Session, order_id: str, *, now: datetime, channel_id: int | None = None
 ) -> Refund:
     """Refund the unused part of a credited order; a repeat answers as the first did."""
-    order = session.get(Order, order_id[:40], with_for_update=True, populate_existing=True)
+    order = session.get(Order, order_id[:40], with_for_update=NO_KEY_UPDATE, populate_existing=True)
     if order is None or (channel_id is not None and order.channel_id != channel_id):
         raise OrderNotFound(f"no order {order_id[:40]}")
     channel = lock_channel(session, order.channel_id)
