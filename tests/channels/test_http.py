@@ -80,10 +80,13 @@ def quota(server: Server, token: str) -> int:
     return available
 
 
-def credited_events(server: Server, order_id: str) -> int:
-    shown = server.cli("order", "show", order_id, "--json")
-    assert shown.returncode == 0, shown.stderr
-    return sum(entry["event"] == "credited" for entry in json.loads(shown.stdout)["timeline"])
+def credited_events(server: Server, token: str, order_id: str) -> int:
+    shown = httpx.get(
+        f"{server.base_url}/api/v1/me/orders/{order_id}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert shown.status_code == 200, shown.text
+    return sum(entry["event"] == "credited" for entry in shown.json()["timeline"])
 
 
 def audit_ok(server: Server) -> None:
@@ -121,7 +124,7 @@ def test_one_confirmation_sent_100_times_in_parallel_credits_once(sandbox_server
         (placed["order_id"], "credited")
     }
     assert quota(server, token) == 3
-    assert credited_events(server, placed["order_id"]) == 1
+    assert credited_events(server, token, placed["order_id"]) == 1
     audit_ok(server)
 
 
