@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from emeterai.channels import audit as channels_audit
+from emeterai.jobs import audit as jobs_audit
 from emeterai.ledger.models import LedgerAccount, Transfer
 from emeterai.serials import Serial, is_well_formed
 from emeterai.stamping.models import Stamp
@@ -200,6 +201,8 @@ CHECKS: dict[str, Callable[[Session], list[str]]] = {
     "payments-credited-exactly-once": channels_audit.payments_credited_once,
     "channel-stock-equals-deposits-minus-sales": channels_audit.channel_stock_matches_movements,
     "channel-duty-equals-stamps-sold": channels_audit.channel_duty_matches_sales,
+    "bulk-documents-stamped-exactly-once": jobs_audit.documents_stamped_exactly_once,
+    "bulk-job-counts-match-documents": jobs_audit.job_counts_match_documents,
 }
 
 

@@ -8,6 +8,7 @@ import zipfile
 import pytest
 from sqlalchemy import func, select
 
+from emeterai.audit import run_audit
 from emeterai.db import transaction
 from emeterai.errors import BatchTooLarge, IdempotencyConflict, QuotaExhausted
 from emeterai.jobs.intake import Position
@@ -15,6 +16,7 @@ from emeterai.jobs.models import Job, JobItem
 from emeterai.jobs.service import write_results_zip
 from emeterai.serials import Serial
 from emeterai.stamping.models import Stamp
+from emeterai.verify.service import verify_document
 from tests.jobs.conftest import Bulk
 from tests.support import corpus
 
@@ -45,6 +47,14 @@ def test_batch_reserves_on_submit_and_posts_each_document(bulk: Bulk, letter: by
         assert len(stamped) == 3
         document = archive.read(stamped[0])
     assert bulk.runtime.blobs.get(report[0].blob_key or "") == document
+    with transaction(bulk.runtime.sessions) as session:
+        verdict = verify_document(
+            session,
+            document,
+            trust_roots_pem=bulk.runtime.trust_roots(),
+            bytes_max=bulk.runtime.settings.upload_bytes_max,
+        )
+    assert (verdict.verdict.value, verdict.serial) == ("GENUINE", report[0].serial)
     assert bulk.audit_ok()
 
 
@@ -110,3 +120,17 @@ def test_each_document_is_stamped_once_per_item(bulk: Bulk, letter: bytes) -> No
             .where(JobItem.job_id == submitted.job_id)
         ).all()
     assert len(rows) == 4 and len({row[0] for row in rows}) == 4
+
+
+def test_audit_finds_a_job_whose_counts_disagree_with_its_documents(
+    bulk: Bulk, letter: bytes
+) -> None:
+    submitted = bulk.submit([letter, letter])
+    bulk.worker().run_until_idle()
+    with transaction(bulk.runtime.sessions) as session:
+        job = session.get(Job, submitted.job_id)
+        assert job is not None
+        job.stamped_count, job.failed_count = 1, 1
+    with transaction(bulk.runtime.sessions) as session:
+        report = run_audit(session)
+    assert {finding.invariant for finding in report.findings} == {"bulk-job-counts-match-documents"}
