@@ -298,3 +298,18 @@ def test_concurrent_twins_with_one_key_stamp_once(
     assert desk.balance().used == 1
     assert desk.stamp(document, key="twin").serial in serials
     _audit_ok(desk)
+
+
+def test_signatures_after_the_stamp(desk: Desk, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """An invisible party signature after the stamp is harmless; a visible one can draw
+    over the page the stamp vouches for, so it is TAMPERED."""
+    party = _foreign_material(tmp_path_factory, "later-party")
+    stamped = desk.stamp(corpus.letter_a4()).document
+    invisible = tamper.sign_as_other_party(stamped, party)
+    assert desk.verify(invisible).verdict is Verdict.GENUINE
+    overlay = tamper.sign_as_other_party(
+        stamped, party, field_name="Amendment", box=(20, 300, 575, 800)
+    )
+    result = desk.verify(overlay)
+    assert result.verdict is Verdict.TAMPERED
+    assert any("Amendment" in reason for reason in result.reasons)

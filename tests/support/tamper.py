@@ -73,11 +73,21 @@ def sign_with(material: SigningMaterial, data: bytes, serial: str, verify_url: s
     )
 
 
-def sign_as_other_party(data: bytes, material: SigningMaterial) -> bytes:
-    """A contract already signed by one of its parties before it gets its e-Meterai."""
+def sign_as_other_party(
+    data: bytes,
+    material: SigningMaterial,
+    *,
+    field_name: str = "PartyA",
+    box: tuple[int, int, int, int] | None = None,
+) -> bytes:
+    """A party's signature: invisible by default, or with a visible box that can draw
+    anything over the page (what a forger does after the stamp)."""
+    from pyhanko.sign import fields
+
     writer = IncrementalPdfFileWriter(io.BytesIO(data), strict=False)
-    meta = signers.PdfSignatureMetadata(field_name="PartyA", reason="I agree to this contract")
-    output = signers.sign_pdf(writer, meta, signer=_simple_signer(material))
+    meta = signers.PdfSignatureMetadata(field_name=field_name, reason="I agree to this contract")
+    spec = fields.SigFieldSpec(field_name, on_page=0, box=box) if box else None
+    output = signers.sign_pdf(writer, meta, signer=_simple_signer(material), new_field_spec=spec)
     return bytes(output.getvalue())
 
 

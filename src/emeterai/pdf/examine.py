@@ -55,6 +55,9 @@ class SignatureReport:
     signer_subject: str
     revision_sha256: str  # SHA-256 of the file exactly as it was when signed
     page: int | None  # 1-based page of the widget, if found
+    # Form fields added or filled in after this signature (pyHanko's difference analysis).
+    changed_fields: tuple[str, ...] = ()
+    visible: bool = True  # the widget has an area on the page: it can draw
 
 
 def _open_reader(data: bytes) -> PdfFileReader:
@@ -107,6 +110,17 @@ def _widget_page(field: generic.DictionaryObject, pages: dict[int, int]) -> int 
     if isinstance(page_ref, generic.IndirectObject):
         return pages.get(page_ref.idnum)
     return None
+
+
+def _widget_visible(field: generic.DictionaryObject) -> bool:
+    widget: Any = field
+    if "/Rect" not in field and isinstance(field.get("/Kids"), generic.ArrayObject):
+        widget = field["/Kids"][0]
+    try:
+        x1, y1, x2, y2 = (float(value) for value in widget["/Rect"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return abs(x2 - x1) > 0 and abs(y2 - y1) > 0
 
 
 def _text(value: Any) -> str | None:
@@ -172,6 +186,8 @@ def _report(
         signed_at = timestamp.timestamp if timestamp is not None else sig_status.signer_reported_dt
         docmdp_ok = bool(sig_status.docmdp_ok)
     level: ModificationLevel | None = status.modification_level
+    diff = getattr(status, "diff_result", None)
+    changed = tuple(sorted(getattr(diff, "changed_form_fields", ()) or ()))
     return SignatureReport(
         field_name=embedded.field_name,
         reason=reason,
@@ -188,6 +204,8 @@ def _report(
         signer_subject=str(status.signing_cert.subject.human_friendly),
         revision_sha256=_signed_revision_sha256(data, embedded.byte_range),
         page=page,
+        changed_fields=changed,
+        visible=_widget_visible(embedded.sig_field),
     )
 
 

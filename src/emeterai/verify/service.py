@@ -164,8 +164,31 @@ def _judge_registry(session: Session, report: SignatureReport) -> tuple[Verdict,
     return Verdict.GENUINE, f"serial {serial} is genuine and bound to this document"
 
 
-def _finding(session: Session, report: SignatureReport) -> StampFinding:
-    judged = _judge_signature(report) or _judge_registry(session, report)
+def _judge_later_changes(
+    report: SignatureReport, reports: Sequence[SignatureReport]
+) -> tuple[Verdict, str] | None:
+    """After a stamp, only our own later stamps and invisible signatures may change the
+    document: anything else could draw over the page the stamp vouches for."""
+    harmless = {other.field_name for other in reports if _is_ours(other) or not other.visible}
+    others = sorted(set(report.changed_fields) - harmless)
+    if not others:
+        return None
+    return (
+        Verdict.TAMPERED,
+        "after it was stamped, the document gained or changed "
+        + ", ".join(others[:5])
+        + "; the e-Meterai covers the document only as it was before",
+    )
+
+
+def _finding(
+    session: Session, report: SignatureReport, reports: Sequence[SignatureReport]
+) -> StampFinding:
+    judged = (
+        _judge_signature(report)
+        or _judge_later_changes(report, reports)
+        or _judge_registry(session, report)
+    )
     verdict, reason = judged
     reasons = [reason]
     if verdict is Verdict.GENUINE and report.modification_level not in ("NONE", ""):
@@ -193,7 +216,7 @@ def verify_document(
         if not carries_our_signature:
             raise
         reports = ()
-    findings = tuple(_finding(session, report) for report in reports if _is_ours(report))
+    findings = tuple(_finding(session, report, reports) for report in reports if _is_ours(report))
     if not findings and carries_our_signature:
         return Verification(
             verdict=Verdict.TAMPERED,
