@@ -83,7 +83,7 @@ class Clock:
 
 
 def make_room(store: AdmissionStore, runtime: Runtime, clock: Clock, **overrides: object):  # type: ignore[no-untyped-def]
-    values: dict[str, object] = {"rate_per_s": 2.0, "pass_ttl_s": 60}
+    values: dict[str, object] = {"rate_per_s": 2.0, "pass_ttl_s": 60, "hold_s": 0}
     values.update(overrides)
     admission = AdmissionSettings(**values)  # type: ignore[arg-type]
     keys = TicketKeys(b"k" * 32, rotation_s=3600, ticket_ttl_s=7200)

@@ -46,7 +46,7 @@ __all__ = [
 
 Outcome = Literal["admit", "queued", "rate_limited"]
 SNAPSHOT_REFRESH_S = 0.05
-RATE_WINDOW_S = 10.0
+RATE_WINDOW_S = 5.0
 RECENT_TICKETS_MAX = 10_000
 RETRY_AFTER_MAX_S = 60
 TICK_STALE_S = 5.0
@@ -72,6 +72,7 @@ class Verdict:
     position: int
     eta_s: float
     new_session: str | None = None
+    held_ms: int = 0  # time held open before admission (queue wait, not service)
 
 
 def retry_after_for(eta_s: float) -> int:
@@ -166,12 +167,13 @@ class WaitingRoom:
         self._recent: OrderedDict[bytes, Ticket] = OrderedDict()
         self.snapshot = Snapshot((0, 0, 0), (0, 0, 0), 0.0, 0)
         self._snapshot_at = 0.0
-        self._history: deque[tuple[float, int]] = deque(maxlen=512)
+        self._history: deque[tuple[float, float]] = deque(maxlen=512)
         self._refresh_lock = asyncio.Lock()
         self._classify_slots = asyncio.Semaphore(4)
         self._utilisation: list[float] = []
         self.minute = MinuteCounters()
         self.ticked_at = 0.0
+        self.held = 0
 
     # --- the shared counters -------------------------------------------------------
 
@@ -181,7 +183,8 @@ class WaitingRoom:
         ):
             self.snapshot = snapshot
             self._snapshot_at = self.clock()
-            self._history.append((self._snapshot_at, snapshot.admitted_total))
+            if snapshot.budget_total > 0:
+                self._history.append((self._snapshot_at, snapshot.budget_total))
             self.minute.queue_max = max(self.minute.queue_max, snapshot.queue_length)
 
     def tick(self, dt_s: float) -> Snapshot:
@@ -206,16 +209,16 @@ class WaitingRoom:
         )
 
     def global_rate_per_s(self) -> float:
-        """The frontier's speed as every process sees it, at least this process's own rate."""
+        """The sum of every process's admission rate, from the growth of the shared budget
+        total; this process's own rate until two ticks are seen."""
         now = self.clock()
         while len(self._history) > 2 and self._history[0][0] < now - RATE_WINDOW_S:
             self._history.popleft()
-        measured = 0.0
         if len(self._history) >= 2:
-            (t0, a0), (t1, a1) = self._history[0], self._history[-1]
-            if t1 - t0 > 0.5:
-                measured = (a1 - a0) / (t1 - t0)
-        return max(measured, self.controller.rate_per_s)
+            (t0, b0), (t1, b1) = self._history[0], self._history[-1]
+            if t1 - t0 > 0.5 and b1 > b0:
+                return (b1 - b0) / (t1 - t0)
+        return self.controller.rate_per_s
 
     def position_of(self, ticket: Ticket) -> int:
         snapshot = self.snapshot
@@ -316,7 +319,7 @@ class WaitingRoom:
                     await self._refresh()
             if ticket.seq <= self.snapshot.admitted[ticket.lane]:
                 return self._admit(ticket, new_session)
-            return self._queued(ticket, new_session)
+            return await self._hold_or_queue(ticket, new_session)
         wait = self.ticket_limiter.take(facts.address, now)
         if wait > 0:
             return Verdict("rate_limited", None, math.ceil(wait), 0, wait, new_session)
@@ -333,7 +336,30 @@ class WaitingRoom:
         self._remember(issued)
         if at_once:
             return self._admit(issued, new_session)
-        return self._queued(issued, new_session)
+        return await self._hold_or_queue(issued, new_session)
+
+    async def _hold_or_queue(self, ticket: Ticket, session: str | None) -> Verdict:
+        """Hold a request whose turn is due within `hold_s` (a bounded number of them);
+        anyone else is told when to come back."""
+        hold_s = self.settings.hold_s
+        if (
+            hold_s <= 0
+            or self.held >= 2 * self.slots.limit
+            or self.eta_s(self.position_of(ticket)) > hold_s
+        ):
+            return self._queued(ticket, session)
+        self.held += 1
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < hold_s:
+                await asyncio.sleep(self.settings.tick_s / 2)
+                if ticket.seq <= self.snapshot.admitted[ticket.lane]:
+                    verdict = self._admit(ticket, session)
+                    held_ms = int((time.monotonic() - started) * 1000)
+                    return Verdict("admit", verdict.ticket, 0, 0, 0.0, session, held_ms)
+        finally:
+            self.held -= 1
+        return self._queued(ticket, session)
 
     def queue_view(self, ticket: Ticket | None) -> dict[str, object]:
         """What `GET /api/v1/queue` answers: from memory only."""

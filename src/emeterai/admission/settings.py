@@ -23,12 +23,15 @@ class AdmissionSettings(BaseSettings):
     latency_target_s: float = Field(default=2.0, gt=0.05, le=120)
     # A pinned rate (admissions per second, per process) turns the controller off.
     rate_per_s: float | None = Field(default=None, gt=0, le=100_000)
-    rate_initial_per_s: float = Field(default=2.0, gt=0, le=100_000)
+    rate_initial_per_s: float = Field(default=4.0, gt=0, le=100_000)
     rate_min_per_s: float = Field(default=0.2, gt=0, le=100_000)
     rate_max_per_s: float = Field(default=500.0, gt=0, le=100_000)
     # Protected requests in flight per process; 0 means twice the signing processes.
     inflight_max: int = Field(default=0, ge=0, le=1024)
-    local_wait_s: float = Field(default=1.0, ge=0, le=30)
+    local_wait_s: float = Field(default=0.5, ge=0, le=30)
+    # A ticket due within this time is held open until the frontier passes it, rather
+    # than sent away to come back late (bounded: at most 2 x inflight_max held).
+    hold_s: float = Field(default=1.5, ge=0, le=10)
     other_inflight_max: int = Field(default=64, ge=1, le=4096)
     pass_ttl_s: int = Field(default=300, ge=5, le=86_400)
     ticket_ttl_s: int = Field(default=7200, ge=60, le=7 * 86_400)

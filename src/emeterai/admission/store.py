@@ -55,6 +55,8 @@ state_table = Table(
     admission_metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("credit", Float, nullable=False),
+    # The sum of every budget ever added: its growth rate is the frontier's speed.
+    Column("budget_total", Float, nullable=False),
     Column("ticked_ms", BigInteger, nullable=False),
     CheckConstraint("id = 1", name="single_row"),
     CheckConstraint("credit >= 0", name="credit_non_negative"),
@@ -83,6 +85,7 @@ class Snapshot:
     admitted: tuple[int, int, int]
     credit: float
     at_ms: int
+    budget_total: float = 0.0
 
     def waiting(self, lane: int) -> int:
         return self.issued[lane] - self.admitted[lane]
@@ -161,7 +164,9 @@ class AdmissionStore:
                     )
             if connection.execute(select(state_table.c.id)).first() is None:
                 self._insert_ignore(
-                    connection, state_table, {"id": 1, "credit": 0.0, "ticked_ms": 0}
+                    connection,
+                    state_table,
+                    {"id": 1, "credit": 0.0, "budget_total": 0.0, "ticked_ms": 0},
                 )
 
     def _insert_ignore(self, connection: Connection, table: Table, values: dict[str, Any]) -> None:
@@ -178,12 +183,19 @@ class AdmissionStore:
         return credit, [int(r.issued) for r in rows], [int(r.admitted) for r in rows]
 
     @staticmethod
-    def _snapshot(issued: list[int], admitted: list[int], credit: float, now_ms: int) -> Snapshot:
+    def _snapshot(
+        issued: list[int],
+        admitted: list[int],
+        credit: float,
+        now_ms: int,
+        budget_total: float = 0.0,
+    ) -> Snapshot:
         return Snapshot(
             issued=(issued[0], issued[1], issued[2]),
             admitted=(admitted[0], admitted[1], admitted[2]),
             credit=credit,
             at_ms=now_ms,
+            budget_total=budget_total,
         )
 
     def arrive(self, lane: int, *, now_ms: int) -> tuple[int, bool, Snapshot]:
@@ -228,25 +240,36 @@ class AdmissionStore:
                         .values(admitted=admitted[lane])
                     )
             credit = min(credit - sum(grants), burst)
-            connection.execute(
-                update(state_table)
-                .where(state_table.c.id == 1)
-                .values(credit=credit, ticked_ms=now_ms)
+            budget_total = float(
+                connection.execute(
+                    update(state_table)
+                    .where(state_table.c.id == 1)
+                    .values(
+                        credit=credit,
+                        budget_total=state_table.c.budget_total + budget,
+                        ticked_ms=now_ms,
+                    )
+                    .returning(state_table.c.budget_total)
+                ).scalar_one()
             )
-            return self._snapshot(issued, admitted, credit, now_ms)
+            return self._snapshot(issued, admitted, credit, now_ms, budget_total)
 
     def snapshot(self, *, now_ms: int) -> Snapshot:
         with self.engine.connect() as connection:
-            credit = float(
-                connection.execute(
-                    select(state_table.c.credit).where(state_table.c.id == 1)
-                ).scalar_one()
-            )
+            state = connection.execute(
+                select(state_table.c.credit, state_table.c.budget_total).where(
+                    state_table.c.id == 1
+                )
+            ).one()
             rows = connection.execute(
                 select(lanes_table.c.issued, lanes_table.c.admitted).order_by(lanes_table.c.lane)
             ).all()
         return self._snapshot(
-            [int(r.issued) for r in rows], [int(r.admitted) for r in rows], credit, now_ms
+            [int(r.issued) for r in rows],
+            [int(r.admitted) for r in rows],
+            float(state.credit),
+            now_ms,
+            float(state.budget_total),
         )
 
     def record_sample(self, sample: Sample) -> None:

@@ -283,6 +283,8 @@ class AdmissionMiddleware:
             found.append(_cookie(TICKET_COOKIE, text, room.keys.ticket_ttl_s, secure))
         if verdict.new_session is not None:
             found.append(_cookie(SESSION_COOKIE, verdict.new_session, 86_400, secure))
+        if verdict.held_ms:
+            found.append((b"x-queue-held-ms", str(verdict.held_ms).encode()))
         return found
 
     async def _refuse(

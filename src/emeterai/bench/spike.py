@@ -156,7 +156,10 @@ class Applicant:
                 self._count("reset")
                 await asyncio.sleep(TRANSPORT_RETRY_S)
                 continue
-            latency = self._now() - sent
+            # Time held open by the waiting room is queue wait, not admitted latency.
+            held_s = float(response.headers.get("x-queue-held-ms", "0") or 0) / 1000
+            latency = self._now() - sent - held_s
+            self.result.waited_s += held_s
             self._count(str(response.status_code))
             self.result.requests.append((kind, response.status_code, latency, sent))
             ticket = response.headers.get("x-queue-ticket")

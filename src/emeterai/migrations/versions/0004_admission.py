@@ -35,6 +35,7 @@ def upgrade() -> None:
         "admission_state",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("credit", sa.Float(), nullable=False),
+        sa.Column("budget_total", sa.Float(), nullable=False),
         sa.Column("ticked_ms", sa.BigInteger(), nullable=False),
         sa.CheckConstraint("id = 1", name=op.f("ck_admission_state_single_row")),
         sa.CheckConstraint("credit >= 0", name=op.f("ck_admission_state_credit_non_negative")),
@@ -60,8 +61,14 @@ def upgrade() -> None:
         [{"lane": lane, "issued": 0, "admitted": 0} for lane in range(3)],
     )
     op.bulk_insert(
-        sa.table("admission_state", sa.column("id"), sa.column("credit"), sa.column("ticked_ms")),
-        [{"id": 1, "credit": 0.0, "ticked_ms": 0}],
+        sa.table(
+            "admission_state",
+            sa.column("id"),
+            sa.column("credit"),
+            sa.column("budget_total"),
+            sa.column("ticked_ms"),
+        ),
+        [{"id": 1, "credit": 0.0, "budget_total": 0.0, "ticked_ms": 0}],
     )
 
 

@@ -1,0 +1,170 @@
+"""The waiting room end to end: a real `emeterai serve` with two workers, on both databases."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from emeterai.pdf.samples import letter_a4
+from tests.api.conftest import Server, free_port
+from tests.conftest import (
+    PASSPHRASE,
+    PUBLIC_URL,
+    create_postgres_database,
+    drop_postgres_database,
+)
+
+
+def _start(data_dir: Path, database_url: str) -> Iterator[Server]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMETERAI_")}
+    env.update(
+        EMETERAI_DATA_DIR=str(data_dir),
+        EMETERAI_DATABASE_URL=database_url,
+        EMETERAI_KEY_PASSPHRASE=PASSPHRASE,
+        EMETERAI_PUBLIC_URL=PUBLIC_URL,
+        EMETERAI_SIGNING_PROCESSES="1",
+        EMETERAI_ADMISSION_HOLD_S="0",
+    )
+    port = free_port()
+    server = Server(base_url=f"http://127.0.0.1:{port}", env=env, data_dir=data_dir)
+    assert server.cli("init").returncode == 0
+    log = (data_dir / "server.log").open("w")
+    command = [sys.executable, "-m", "emeterai", "serve", "--port", str(port), "--workers", "2"]
+    process = subprocess.Popen(
+        [*command, "--admission-rate", "0.25"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError((data_dir / "server.log").read_text())
+            try:
+                if httpx.get(f"{server.base_url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("the server did not become ready")
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        log.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    data_dir = tmp_path_factory.mktemp("admission") / "var"
+    if request.param == "sqlite":
+        yield from _start(data_dir, f"sqlite:///{data_dir / 'emeterai.db'}")
+        return
+    url = create_postgres_database()
+    try:
+        yield from _start(data_dir, url)
+    finally:
+        drop_postgres_database(url)
+
+
+def users(server: Server, names: list[str]) -> list[str]:
+    """Accounts with two stamps each, through the use cases (the CLI is slower)."""
+    from emeterai.accounts import create_account, issue_token
+    from emeterai.db import make_engine, make_sessions, transaction
+    from emeterai.quota import add_quota
+
+    engine = make_engine(server.env["EMETERAI_DATABASE_URL"])
+    now = datetime.now(UTC)
+    tokens = []
+    try:
+        with transaction(make_sessions(engine)) as session:
+            for name in names:
+                account = create_account(session, f"{name}@example.id", now=now)
+                tokens.append(issue_token(session, account, now=now).token)
+                add_quota(session, account.id, 2, reference=f"grant-{name}", now=now)
+    finally:
+        engine.dispose()
+    return tokens
+
+
+def stamp(client: httpx.Client, token: str, ticket: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"}
+    if ticket:
+        headers["X-Queue-Ticket"] = ticket
+    return client.post(
+        "/api/v1/stamps",
+        headers=headers,
+        files={"file": ("a.pdf", letter_a4(), "application/pdf")},
+        data={"additional": "true"},
+    )
+
+
+def test_the_queue_protocol(server: Server) -> None:
+    *tokens, thief = users(server, ["q0", "q1", "q2", "q3", "thief"])
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        answers = [stamp(client, token) for token in tokens]
+        queued = [a for a in answers if a.status_code == 429]
+        assert queued, [a.status_code for a in answers]
+        assert {a.status_code for a in answers} <= {200, 429}
+        last = queued[-1]
+        body = last.json()
+        assert body["code"] == "QUEUED" and body["lane"] == "paid" and body["position"] >= 1
+        assert int(last.headers["retry-after"]) >= 1
+        ticket = last.headers["x-queue-ticket"]
+        assert f"emeterai_ticket={ticket}" in last.headers["set-cookie"]
+        waiting = client.get("/api/v1/queue", headers={"X-Queue-Ticket": ticket}).json()
+        assert waiting["ticket_state"] == "waiting" and waiting["position"] >= 1
+        assert waiting["queue_length"] >= 1 and waiting["eta_s"] > 0
+        # Someone else's ticket is refused: that caller gets a new place, further back.
+        stolen = stamp(client, thief, ticket)
+        assert stolen.status_code == 429
+        assert stolen.json()["seq"] > body["seq"]
+        # The holder comes back when told, and is served.
+        owner = tokens[answers.index(last)]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = client.get("/api/v1/queue", headers={"X-Queue-Ticket": ticket}).json()
+            if state["ticket_state"] == "admitted":
+                break
+            time.sleep(1.0)
+        served = stamp(client, owner, ticket)
+        assert served.status_code == 200, served.text
+        assert served.headers["content-type"] == "application/pdf"
+        assert served.headers["x-queue-ticket"] != ticket  # a pass now
+        # The pass admits the holder's next protected request directly.
+        assert stamp(client, owner, served.headers["x-queue-ticket"]).status_code == 200
+        cookie = f"emeterai_ticket={stolen.headers['x-queue-ticket']}"
+        page = client.get("/antrean", headers={"Cookie": cookie})
+        assert page.status_code == 200 and "antre" in page.text.lower()
+
+
+def test_verification_and_operations_stay_outside(server: Server) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/readyz").json() == {"status": "ready"}
+        verified = client.post(
+            "/api/v1/verify", files={"file": ("a.pdf", letter_a4(), "application/pdf")}
+        )
+        assert verified.status_code == 200 and verified.json()["verdict"] == "NOT_STAMPED"
+        metrics = client.get("/metrics").text
+        for name in (
+            "emeterai_queue_length",
+            "emeterai_admission_rate_per_s",
+            "emeterai_capacity_estimate_per_s",
+            "emeterai_stamp_latency_seconds_bucket",
+            "emeterai_http_responses_total",
+        ):
+            assert name in metrics
+        status = client.get("/api/v1/status").json()
+        assert {"queue_length", "eta_s", "availability_24h", "incidents"} <= status.keys()
+        assert status["admission_rate_per_s"] > 0
+        page = client.get("/status")
+        assert page.status_code == 200 and "<html" in page.text
