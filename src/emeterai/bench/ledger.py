@@ -134,7 +134,7 @@ def _run(
         users = []
         for index in range(max(clients)):
             account = create_account(session, f"bench-{tag}-{index}@example.id", now=now)
-            add_quota(session, account.id, 10_000_000, reference=f"bench-{tag}-{index}", now=now)
+            add_quota(session, account.id, 1_000_000, reference=f"bench-{tag}-{index}", now=now)
             users.append((account.id, quota_accounts(session, account.id, now=now)))
     secret = created.webhook_secret
 
