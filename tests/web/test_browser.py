@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from pathlib import Path
 
@@ -33,6 +34,25 @@ def register(page: Page, axe: str | None = None) -> str:
 def grant(server: Server, email: str, count: int) -> None:
     added = server.cli("quota", "add", email, str(count), "--reference", f"web-{uuid.uuid4().hex}")
     assert added.returncode == 0, added.stderr
+
+
+def buy(page: Page, count: int, axe: str | None = None) -> None:
+    """Through the shop and the SANDBOX provider, as a user does."""
+    page.goto("/buy")
+    expect(page.locator("#sandbox-banner")).to_contain_text("SANDBOX")
+    page.get_by_label("Jumlah meterai").fill(str(count))
+    expect(page.locator("#total")).to_have_text(f"Rp{count * 10_000:,}".replace(",", "."))
+    if axe:
+        looked_at(page, "buy", axe)
+    page.get_by_role("button", name="Pesan dan bayar").click()
+    expect(page.locator("#order-status")).to_have_text("Menunggu pembayaran")
+    if axe:
+        looked_at(page, "order-awaiting", axe)
+    page.get_by_role("button", name=re.compile(r"^Bayar Rp")).click()
+    expect(page.locator("#order-status")).to_have_text("Sudah masuk saldo")
+    expect(page.locator("#timeline li")).to_have_count(3)  # created, paid, credited
+    if axe:
+        looked_at(page, "order-credited", axe)
 
 
 def upload(page: Page, name: str, document: bytes) -> None:
@@ -118,10 +138,11 @@ def test_register_buy_stamp_download_verify_and_tamper(
 ) -> None:
     page.goto("/")
     looked_at(page, "home", axe)
-    email = register(page, axe)
-    grant(web_server, email, 2)  # TODO(issue 3): buy through the sandbox shop instead
+    register(page, axe)
+    buy(page, 2, axe)
     page.goto("/dashboard")
     expect(page.locator("#available")).to_have_text("2")
+    expect(page.locator("#orders .badge")).to_have_text(["Sudah masuk saldo"])
     looked_at(page, "dashboard", axe)
 
     original = letter_a4()
@@ -225,3 +246,65 @@ def test_english_by_switch_and_verify_without_javascript(
         expect(page.locator(".verdict")).to_have_text("UNKNOWN SERIAL")
     finally:
         context.close()
+
+
+def test_order_status_changes_on_its_own_and_a_failed_payment_is_said_plainly(
+    page: Page, web_server: Server, axe: str
+) -> None:
+    register(page)
+    page.goto("/buy")
+    page.get_by_role("button", name="Pesan dan bayar").click()
+    page.get_by_role("button", name="Simulasikan pembayaran gagal (SANDBOX)").click()
+    expect(page.locator(".alert")).to_contain_text("Tidak ada yang ditagih")
+    expect(page.locator("#order-status")).to_have_text("Menunggu pembayaran")
+    expect(page.locator("#timeline")).to_contain_text("Pembayaran gagal")
+    page.get_by_role("button", name="Bayar, dikonfirmasi setelah jeda (SANDBOX)").click()
+    # No reload: the page asks the server at the pace it is told and shows the change.
+    expect(page.locator("#order-status")).to_have_text("Sudah masuk saldo", timeout=20_000)
+    expect(page.locator("#order-next").get_by_role("link", name="Bubuhkan meterai")).to_be_visible()
+
+
+def test_issuer_console_duty_report_and_channel_console(
+    page: Page, web_server: Server, axe: str, tmp_path: Path
+) -> None:
+    email = register(page)
+    buy(page, 1)
+    granted = web_server.cli("role", "grant", email, "issuer")
+    assert granted.returncode == 0, granted.stderr
+    page.goto("/console/issuer")
+    expect(page.get_by_role("heading", name="Laporan bea meterai")).to_be_visible()
+    # The module's server is shared: others bought too. Duty is the face value of each.
+    sold = int(page.locator("#duty-sold").inner_text().replace(".", ""))
+    assert sold >= 1
+    expect(page.locator("#duty-owed")).to_have_text(f"Rp{sold * 10_000:,}".replace(",", "."))
+    looked_at(page, "console-issuer", axe)
+    with page.expect_download() as download:
+        page.locator("#duty-csv").click()
+    csv_text = Path(download.value.path()).read_text()
+    assert csv_text.splitlines()[0].startswith("day,stamps_sold")
+    assert csv_text.splitlines()[-1].startswith(f"total,{sold},")
+    page.get_by_role("button", name="Jalankan audit").click()
+    expect(page.locator("#audit-result")).to_contain_text("lolos")
+
+    name = f"kios-{uuid.uuid4().hex[:6]}"
+    created = web_server.cli("channel", "create", name, "--kind", "reseller", "--credit-limit", "5")
+    assert created.returncode == 0, created.stderr
+    granted = web_server.cli("role", "grant", email, f"channel:{name}")
+    assert granted.returncode == 0, granted.stderr
+    page.goto("/console/channel")
+    expect(page.get_by_role("heading", name=re.compile(name))).to_be_visible()
+    looked_at(page, "console-channel", axe)
+    page.get_by_role("button", name="Ganti kunci dan rahasia").click()
+    expect(page.locator("#new-api-key")).to_contain_text("emc_")
+    page.get_by_label("Berkas penyelesaian (CSV)").set_input_files(
+        {
+            "name": "settlement.csv",
+            "mimeType": "text/csv",
+            "buffer": b"payment_reference,order_id,amount_rupiah,settled_at\n"
+            b"pay-1,ord_nothere,10000,2026-11-20T10:00:00Z\n",
+        }
+    )
+    page.get_by_role("button", name="Rekonsiliasi").click()
+    expect(page.locator("#settlement-result")).to_contain_text("Uji coba")
+    expect(page.get_by_role("cell", name="Pesanan ini tidak ada di kanal ini")).to_be_visible()
+    looked_at(page, "console-channel-settlement", axe)

@@ -82,9 +82,10 @@ def create_app(
     )
     app.state.metrics = Metrics()
     problems.install(app)
+    # The web pages first: they serve /status and /antrean in the site's layout.
+    app.include_router(web_router)
     app.include_router(admission_router)
     app.include_router(router)
-    app.include_router(web_router)
     app.include_router(jobs_router)
     app.include_router(channels_router)
 

@@ -409,6 +409,10 @@ from emeterai.cli import admission as _admission  # noqa: E402
 
 _admission.register(app)
 
+from emeterai.cli import roles as _roles  # noqa: E402
+
+_roles.register(app)
+
 
 def main() -> None:
     try:

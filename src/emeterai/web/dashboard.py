@@ -11,9 +11,11 @@ from starlette.concurrency import run_in_threadpool
 from emeterai.db import transaction
 from emeterai.errors import EmeteraiError
 from emeterai.web.pages import page_for
+from emeterai.web.shop import order_context
 
 router = APIRouter(include_in_schema=False)
 STAMPS_PER_PAGE = 20
+ORDERS_SHOWN = 10
 
 
 @router.get("/dashboard")
@@ -21,6 +23,7 @@ async def dashboard(
     request: Request, before: Annotated[int | None, Query(ge=1)] = None
 ) -> Response:
     from emeterai.accounts.history import stamp_entries
+    from emeterai.channels.orders import list_orders
     from emeterai.quota import quota_accounts, quota_balance
     from emeterai.stamping.service import release_expired
 
@@ -36,6 +39,7 @@ async def dashboard(
             accounts = quota_accounts(session, account_id, now=now)
             release_expired(session, now=now, debit_account_id=accounts.quota.id)
             balance = quota_balance(session, account_id, now=now)
+            views, _more = list_orders(session, now=now, account_id=account_id, limit=ORDERS_SHOWN)
             stamps, next_before = stamp_entries(
                 session,
                 account_id,
@@ -48,7 +52,7 @@ async def dashboard(
             "stamps": stamps,
             "next_before": next_before,
             "now": now,
-            "orders": None,
+            "orders": [order_context(page, view) for view in views],
             "retention_days": runtime.settings.stamp_retention_days,
         }
 
@@ -130,13 +134,3 @@ async def download(request: Request, serial: str) -> Response:
             "Cache-Control": "private, no-store",
         },
     )
-
-
-@router.get("/buy")
-async def buy(request: Request) -> Response:
-    """The shop page. Until the shop's order use cases are in this build, it says so
-    plainly instead of leaving a dead link (docs/web.md, "What is not there yet")."""
-    page = await page_for(request)
-    if page.viewer is None:
-        return page.login_redirect()
-    return page.render("buy.html", {})

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from emeterai.db import transaction
 from emeterai.errors import EmeteraiError
-from emeterai.web import auth, consoles, dashboard, stamp
+from emeterai.web import auth, consoles, dashboard, shop, stamp, waiting
 from emeterai.web.i18n import LANGUAGES
 from emeterai.web.pages import LANG_COOKIE, Page, page_for, safe_next
 
@@ -33,7 +33,15 @@ STATIC_FILES = {
 @router.get("/")
 async def home(request: Request) -> Response:
     page = await page_for(request)
-    return page.render("home.html", {"queue": None})
+    room = getattr(request.app.state, "waiting_room", None)
+    queue = None
+    if room is not None:
+        waiting = room.snapshot.queue_length
+        queue = {
+            "waiting": waiting,
+            "eta_minutes": max(1, round(room.new_arrival_eta_s() / 60 + 0.49)),
+        }
+    return page.render("home.html", {"queue": queue})
 
 
 @router.get("/lang/{language}")
@@ -158,4 +166,6 @@ async def _serial_page(page: Page, serial: str, *, verification: dict[str, Any] 
 router.include_router(auth.router)
 router.include_router(dashboard.router)
 router.include_router(stamp.router)
+router.include_router(shop.router)
+router.include_router(waiting.router)
 router.include_router(consoles.router)
