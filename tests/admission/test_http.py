@@ -32,6 +32,7 @@ def _start(data_dir: Path, database_url: str) -> Iterator[Server]:
         EMETERAI_PUBLIC_URL=PUBLIC_URL,
         EMETERAI_SIGNING_PROCESSES="1",
         EMETERAI_ADMISSION_HOLD_S="0",
+        EMETERAI_PAYMENTS_SANDBOX="true",
     )
     port = free_port()
     server = Server(base_url=f"http://127.0.0.1:{port}", env=env, data_dir=data_dir)
@@ -39,7 +40,7 @@ def _start(data_dir: Path, database_url: str) -> Iterator[Server]:
     log = (data_dir / "server.log").open("w")
     command = [sys.executable, "-m", "emeterai", "serve", "--port", str(port), "--workers", "2"]
     process = subprocess.Popen(
-        [*command, "--admission-rate", "0.25"], env=env, stdout=log, stderr=subprocess.STDOUT
+        [*command, "--admission-rate", "0.5"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         deadline = time.monotonic() + 90
@@ -168,3 +169,28 @@ def test_verification_and_operations_stay_outside(server: Server) -> None:
         assert status["admission_rate_per_s"] > 0
         page = client.get("/status")
         assert page.status_code == 200 and "<html" in page.text
+
+
+def test_spike_applicants_buy_stamp_and_download_through_the_queue(server: Server) -> None:
+    """The benchmark's applicant script, at the smallest scale, against the real server."""
+    from emeterai.bench.spike import (
+        LoadPlan,
+        create_applicants,
+        drive_in_processes,
+        quota_lost,
+        summarise,
+    )
+
+    url = server.env["EMETERAI_DATABASE_URL"]
+    made = create_applicants(url, 3, "spike-test")
+    origin = time.time() + 0.5
+    arrivals = [(index, 0.1 * index, token) for index, (_, token) in enumerate(made)]
+    results = drive_in_processes(LoadPlan(server.base_url, origin, origin + 120, arrivals), 1)
+    assert len(results) == 3
+    for result in results:
+        assert result.paid and result.stamps == 2 and result.downloads == 2, result.statuses
+        assert result.finished_s is not None
+    assert quota_lost(url, results, [account for account, _ in made]) == 0
+    summary = summarise(results, capacity_per_s=1.0, window_start_s=0.0)
+    assert summary["server_errors_5xx"] == 0 and summary["resets"] == 0
+    assert summary["status_counts"]["201"] == 3 and summary["fifo_violations"] == 0

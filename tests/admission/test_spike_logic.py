@@ -1,0 +1,99 @@
+"""The spike benchmark's logic at a small scale: correctness only, never wall-clock."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from pathlib import Path
+
+import pytest
+
+from emeterai.bench.spike import (
+    ApplicantResult,
+    acceptance,
+    arrival_schedule,
+    fifo_violations,
+    plot,
+    saturation_time_s,
+    summarise,
+    ticket_fields,
+    timeline,
+)
+
+
+def test_schedule_rises_towards_the_deadline_up_to_the_overload() -> None:
+    times = arrival_schedule(capacity_per_s=4.0, duration_s=30.0, overload=20.0)
+    assert times == sorted(times) and times[0] >= 0 and times[-1] < 30.0
+    first = sum(1 for t in times if t < 1.0)
+    last = sum(1 for t in times if t >= 29.0)
+    assert first == pytest.approx(2, abs=1)  # half the capacity at the start
+    assert last == pytest.approx(75, rel=0.05)  # rising to 20x at the deadline
+    assert saturation_time_s(30.0, 20.0) == pytest.approx(30 * 0.6931 / 3.6889, rel=1e-3)
+    with pytest.raises(ValueError):
+        arrival_schedule(0, 30, 20)
+
+
+def result(index: int, tickets: list[tuple[int, int, float, str]]) -> ApplicantResult:
+    return ApplicantResult(index=index, arrival_s=0.0, tickets=tickets)
+
+
+def test_fifo_violation_is_a_wait_after_a_later_arrival_was_admitted() -> None:
+    fair = [
+        result(0, [(2, 1, 1.0, "wait"), (2, 1, 5.0, "admit")]),
+        result(1, [(2, 2, 1.1, "wait"), (2, 2, 6.0, "admit")]),
+    ]
+    assert fifo_violations(fair) == 0
+    unfair = [
+        result(0, [(2, 1, 1.0, "wait"), (2, 1, 7.0, "wait"), (2, 1, 9.0, "admit")]),
+        result(1, [(2, 2, 1.1, "wait"), (2, 2, 6.0, "admit")]),
+    ]
+    assert fifo_violations(unfair) == 1
+    # Another lane is another line, and a lag under the tolerance is not counted.
+    assert fifo_violations([*fair, result(2, [(1, 9, 0.5, "admit")])]) == 0
+    lagging = [result(0, [(2, 1, 6.2, "wait")]), result(1, [(2, 2, 6.0, "admit")])]
+    assert fifo_violations(lagging) == 0
+
+
+def test_ticket_fields_are_read_from_the_payload() -> None:
+    payload = struct.pack(">BBQQQI16s", 1, 2, 77, 1000, 2000, 5, b"b" * 16)
+    text = "q1." + base64.urlsafe_b64encode(payload).rstrip(b"=").decode() + ".mac"
+    assert ticket_fields(text) == (2, 77, 2000)
+    assert ticket_fields("garbage") is None
+
+
+def finished(index: int, arrival: float, done: float, latency: float) -> ApplicantResult:
+    return ApplicantResult(
+        index=index,
+        arrival_s=arrival,
+        finished_s=done,
+        waited_s=done - arrival - 1,
+        paid=True,
+        stamps=2,
+        downloads=2,
+        statuses={"200": 5, "201": 1, "429": 2},
+        requests=[("stamp", 200, latency, arrival + 1), ("stamp", 200, latency, arrival + 2)],
+        tickets=[(1, index + 1, arrival, "wait"), (1, index + 1, arrival + 1, "admit")],
+    )
+
+
+def test_summary_figures_and_acceptance(tmp_path: Path) -> None:
+    results = [finished(i, i * 0.1, 10 + i, 0.2 + i / 100) for i in range(10)]
+    results.append(ApplicantResult(index=10, arrival_s=1.0, statuses={"reset": 1}))
+    summary = summarise(results, capacity_per_s=1.0, window_start_s=10.0)
+    assert summary["finished_applicants"] == 10 and summary["unfinished_applicants"] == 1
+    assert summary["goodput_per_s"] == pytest.approx(10 / 9, rel=1e-3)
+    assert summary["status_counts"] == {"200": 50, "201": 10, "429": 20, "reset": 1}
+    assert summary["resets"] == 1 and summary["server_errors_5xx"] == 0
+    assert summary["admitted_p50_ms"] == pytest.approx(240, abs=11)
+    assert summary["fifo_violations"] == 0
+    report = {**summary, "audit_ok": True, "quota_lost": 0, "latency_target_ms": 2000.0}
+    checks = acceptance(report)
+    assert checks["goodput_at_least_90_percent"] and checks["stamp_p99_within_target"]
+    assert not checks["every_applicant_finished"] and not checks["no_5xx_resets_or_timeouts"]
+    series = timeline(results, [{"t": 1.0, "queue_length": 3.0, "rate": 1.0}])
+    assert sum(series["arrivals"]) == 11 and sum(series["admissions"]) == 10
+    report["series"] = {"admission": series, "no_admission": series}
+    report["capacity_per_s"] = 1.0
+    picture = tmp_path / "spike.png"
+    plot(report, picture)
+    assert picture.read_bytes().startswith(b"\x89PNG")
