@@ -1,4 +1,6 @@
-"""The waiting room at the edge: an ASGI middleware, the queue and status endpoints.
+"""The waiting room at the edge: an ASGI middleware, the queue and status JSON, /metrics.
+
+The pages (/antrean, /status) are the web's, in web/waiting.py, built on the same room.
 
 The middleware decides before any body is parsed, so a refusal costs microseconds and no
 database row. The protocol is in docs/admission.md.
@@ -12,12 +14,10 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.templating import Jinja2Templates
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emeterai.admission.room import RequestFacts, Verdict, WaitingRoom, lane_of_token
@@ -46,7 +46,6 @@ CONTROL_EVERY_S = 1.0
 FLUSH_EVERY_S = 10.0
 STATUS_CACHE_S = 5.0
 router = APIRouter(include_in_schema=True)
-templates = Jinja2Templates(directory=str(Path(__file__).parent.parent / "web" / "templates"))
 
 
 def store_url(settings: Settings, admission: AdmissionSettings) -> str:
@@ -398,28 +397,6 @@ async def _status(request: Request) -> dict[str, Any]:
 async def service_status(request: Request) -> dict[str, Any]:
     """Public: the line now, availability over the last 24 hours, recent incidents."""
     return await _status(request)
-
-
-@router.get("/status", response_class=HTMLResponse, include_in_schema=False)
-async def status_page(request: Request) -> HTMLResponse:
-    status = await _status(request)
-    return templates.TemplateResponse(request, "admission_status.html", {"status": status})
-
-
-@router.get("/antrean", response_class=HTMLResponse, include_in_schema=False)
-async def queue_page(request: Request) -> HTMLResponse:
-    """The waiting page: position and ETA, refreshing itself at the ticket's own pace."""
-    room = _room(request)
-    view = room.queue_view(_ticket_of(request, room))
-    retry = view.get("retry_after_s")
-    refresh = min(60, max(5, int(retry))) if isinstance(retry, int) and retry > 0 else 30
-    next_path = request.query_params.get("next", "/")
-    if not next_path.startswith("/") or next_path.startswith("//"):
-        next_path = "/"
-    context = {"view": view, "refresh_s": refresh, "next_path": next_path[:200]}
-    return templates.TemplateResponse(
-        request, "admission_queue.html", context, headers={"Cache-Control": "no-store"}
-    )
 
 
 @router.get("/metrics", include_in_schema=False)
