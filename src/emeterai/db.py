@@ -21,6 +21,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+READ_ONLY_OPTION = "emeterai_read_only"
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY, so big ids are INTEGER there.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -84,7 +86,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only unit takes no write lock: WAL gives it a snapshot of its own.
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_sessions(engine: Engine) -> sessionmaker[Session]:
@@ -95,4 +99,23 @@ def make_sessions(engine: Engine) -> sessionmaker[Session]:
 def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
     """The one way to open a unit of work: commit on success, roll back on any error."""
     with sessions() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def read_transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A unit of work that only reads, from one consistent snapshot.
+
+    PostgreSQL: REPEATABLE READ, so every query sees the same moment (the audit adds up
+    many queries). SQLite: a deferred BEGIN, so slow work inside (Argon2, pyHanko) never
+    holds the single write lock. Nothing is ever committed.
+    """
+    with sessions() as session:
+        options: dict[str, Any] = {READ_ONLY_OPTION: True}
+        if session.get_bind().dialect.name == "postgresql":
+            options["isolation_level"] = "REPEATABLE READ"
+            options["postgresql_readonly"] = True
+        session.connection(execution_options=options)
+        # Closing (not rolling back) keeps what was read usable after the block; the
+        # pool rolls the connection back when it takes it back.
         yield session

@@ -198,3 +198,30 @@ def test_unknown_and_mistyped_serials(server: Server) -> None:
         "SERIAL_NOT_FOUND",
     )
     assert httpx.get(f"{server.base_url}/v/0000000000000000000000").status_code == 404
+
+
+def test_a_revoked_token_stops_at_once(server: Server) -> None:
+    email = _email()
+    token = server.user(email, quota=0)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{server.base_url}/api/v1/me/quota", headers=headers).status_code == 200
+    revoked = server.cli("account", "revoke-tokens", email)
+    assert revoked.returncode == 0 and "1 token" in revoked.stdout
+    _problem(
+        httpx.get(f"{server.base_url}/api/v1/me/quota", headers=headers), 401, "UNAUTHENTICATED"
+    )
+    fresh = server.cli("account", "token", email).stdout.strip()
+    response = httpx.get(
+        f"{server.base_url}/api/v1/me/quota", headers={"Authorization": f"Bearer {fresh}"}
+    )
+    assert response.status_code == 200
+
+
+def test_huge_page_cursor_is_refused_not_a_crash(server: Server) -> None:
+    token = server.user(_email(), quota=0)
+    response = httpx.get(
+        f"{server.base_url}/api/v1/me/stamps",
+        params={"before_id": str(2**63)},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    _problem(response, 422, "BAD_INPUT")

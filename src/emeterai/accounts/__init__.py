@@ -28,6 +28,7 @@ __all__ = [
     "create_account",
     "issue_token",
     "normalise_email",
+    "revoke_tokens",
 ]
 
 EMAIL_BYTES_MAX = 254
@@ -72,6 +73,19 @@ def account_by_email(session: Session, email: str) -> Account:
     return account
 
 
+def revoke_tokens(session: Session, account: Account, *, now: datetime) -> int:
+    """Revoke every live token of the account (a leaked token); returns how many."""
+    rows = session.scalars(
+        select(ApiToken)
+        .where(ApiToken.account_id == account.id, ApiToken.revoked_at.is_(None))
+        .with_for_update()
+    ).all()
+    for row in rows:
+        row.revoked_at = now
+    session.flush()
+    return len(rows)
+
+
 def issue_token(session: Session, account: Account, *, now: datetime) -> IssuedToken:
     token_id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(16))
     secret = secrets.token_urlsafe(32)
@@ -94,21 +108,23 @@ class TokenVerifier:
     def __init__(self, *, cache_ttl_s: float = 60.0, cache_entries_max: int = 10_000) -> None:
         self._ttl_s = cache_ttl_s
         self._entries_max = cache_entries_max
-        self._cache: dict[str, tuple[int, float]] = {}
+        self._cache: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def account_id(self, session: Session, token: str) -> int:
-        digest = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
-        with self._lock:
-            hit = self._cache.get(digest)
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
+        """The token's account. The row is read every time (a revocation takes effect at
+        once); only the Argon2 check is skipped for a token verified a moment ago."""
         match = _TOKEN.match(token)
         if match is None:
             raise Unauthenticated("the API token is malformed")
         row = session.get(ApiToken, match.group(1))
         if row is None or row.revoked_at is not None:
             raise Unauthenticated("the API token is unknown or revoked")
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        with self._lock:
+            verified_until = self._cache.get(digest, 0.0)
+        if verified_until > time.monotonic():
+            return row.account_id
         try:
             _HASHER.verify(row.secret_hash, match.group(2))
         except (VerificationError, InvalidHashError) as error:
@@ -116,5 +132,5 @@ class TokenVerifier:
         with self._lock:
             if len(self._cache) >= self._entries_max:
                 self._cache.clear()
-            self._cache[digest] = (row.account_id, time.monotonic() + self._ttl_s)
+            self._cache[digest] = time.monotonic() + self._ttl_s
         return row.account_id

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from emeterai.db import transaction
+from emeterai.db import read_transaction, transaction
 from emeterai.errors import NotAPdf, PdfTooLarge, PositionOffPage, SerialNotFound, Unauthenticated
 from emeterai.runtime import Runtime
 
@@ -38,7 +38,8 @@ async def read_upload(upload: UploadFile, bytes_max: int) -> bytes:
 
 
 def _authenticate(runtime: Runtime, token: str) -> int:
-    with transaction(runtime.sessions) as session:
+    # A read transaction: on SQLite, Argon2 must not run under the single write lock.
+    with read_transaction(runtime.sessions) as session:
         return runtime.tokens.account_id(session, token)
 
 
@@ -154,7 +155,7 @@ async def verify(
     data = await read_upload(file, runtime.settings.upload_bytes_max)
 
     def work() -> dict[str, Any]:
-        with transaction(runtime.sessions) as session:
+        with read_transaction(runtime.sessions) as session:
             return verify_document(
                 session,
                 data,
@@ -173,7 +174,7 @@ async def serial_status(request: Request, serial: str) -> dict[str, Any]:
     runtime = runtime_of(request)
 
     def work() -> dict[str, Any]:
-        with transaction(runtime.sessions) as session:
+        with read_transaction(runtime.sessions) as session:
             status = look_up(session, serial)
         if status is None:
             raise SerialNotFound(f"no e-Meterai has serial {serial[:30]}")
@@ -204,7 +205,7 @@ async def my_stamps(
     request: Request,
     account_id: AccountId,
     limit: Annotated[int, Query(ge=1, le=PAGE_SIZE_MAX)] = 50,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> dict[str, Any]:
     """The caller's own stamps, newest first; page with `before_id`."""
     from emeterai.stamping.service import list_stamps
@@ -212,7 +213,7 @@ async def my_stamps(
     runtime = runtime_of(request)
 
     def work() -> dict[str, Any]:
-        with transaction(runtime.sessions) as session:
+        with read_transaction(runtime.sessions) as session:
             rows = list_stamps(session, account_id, limit=limit + 1, before_id=before_id)
         items = [
             {
@@ -240,13 +241,13 @@ async def my_stamped_document(request: Request, account_id: AccountId, serial: s
 
     runtime = runtime_of(request)
 
-    def work() -> bytes:
-        with transaction(runtime.sessions) as session:
+    def work() -> tuple[str, bytes]:
+        with read_transaction(runtime.sessions) as session:
             return stamped_document_of(session, runtime.blobs, account_id, serial)
 
-    document = await run_in_threadpool(work)
+    found_serial, document = await run_in_threadpool(work)
     return Response(
         content=document,
         media_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="emeterai-{serial[:22]}.pdf"'},
+        headers={"Content-Disposition": f'attachment; filename="emeterai-{found_serial}.pdf"'},
     )

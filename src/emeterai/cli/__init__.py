@@ -26,7 +26,7 @@ from emeterai.cli.common import (
     write_atomically,
 )
 from emeterai.config import load_settings
-from emeterai.db import transaction
+from emeterai.db import read_transaction, transaction
 from emeterai.errors import EmeteraiError
 from emeterai.runtime import build_runtime
 
@@ -158,6 +158,29 @@ def account_create(email: str, data_dir: DataDir = None) -> None:
     print(issued.token)
 
 
+@account_app.command("token")
+def account_token(email: str, data_dir: DataDir = None) -> None:
+    """Issue another API token for EMAIL (shown only this once)."""
+    from emeterai.accounts import account_by_email, issue_token
+
+    with open_runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
+        account = account_by_email(session, email)
+        issued = issue_token(session, account, now=runtime.clock.now())
+    err.print(f"a new API token for {account.email}, shown only this once:")
+    print(issued.token)
+
+
+@account_app.command("revoke-tokens")
+def account_revoke_tokens(email: str, data_dir: DataDir = None) -> None:
+    """Revoke every API token of EMAIL at once (a leaked token)."""
+    from emeterai.accounts import account_by_email, revoke_tokens
+
+    with open_runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
+        account = account_by_email(session, email)
+        revoked = revoke_tokens(session, account, now=runtime.clock.now())
+    out.print(f"{revoked} token(s) of {account.email} revoked")
+
+
 @quota_app.command("add")
 def quota_add(
     email: str,
@@ -266,7 +289,7 @@ def verify(
     """Check a stamped PDF. Exit 0 only for GENUINE; each other verdict has its own code."""
     from emeterai.verify.service import EXIT_CODES, verify_document
 
-    with open_runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
+    with open_runtime(data_dir) as runtime, read_transaction(runtime.sessions) as session:
         data = read_pdf(document, runtime.settings)
         result = verify_document(
             session,
@@ -372,7 +395,7 @@ def audit(
     """Check every ledger and registry invariant; exit 1 naming any that is broken."""
     from emeterai.audit import run_audit
 
-    with open_runtime(data_dir) as runtime, transaction(runtime.sessions) as session:
+    with open_runtime(data_dir) as runtime, read_transaction(runtime.sessions) as session:
         report = run_audit(session)
     if as_json:
         findings = [{"invariant": f.invariant, "detail": f.detail} for f in report.findings]

@@ -373,8 +373,11 @@ def list_stamps(
     return list(session.scalars(query.order_by(Stamp.id.desc()).limit(min(limit, 1000))).all())
 
 
-def stamped_document_of(session: Session, blobs: BlobStore, account_id: int, serial: str) -> bytes:
-    """The stamped PDF, to its owner only: another account's serial is simply not found."""
+def stamped_document_of(
+    session: Session, blobs: BlobStore, account_id: int, serial: str
+) -> tuple[str, bytes]:
+    """The stamped PDF and its serial, to its owner only: another account's serial is
+    simply not found."""
     stamp = session.scalars(
         select(Stamp).where(
             Stamp.serial == normalise_serial(serial), Stamp.account_id == account_id
@@ -382,4 +385,4 @@ def stamped_document_of(session: Session, blobs: BlobStore, account_id: int, ser
     ).first()
     if stamp is None:
         raise SerialNotFound(f"you have no stamp with serial {serial[:30]}")
-    return _stamped(stamp, blobs, replayed=True).document
+    return stamp.serial, _stamped(stamp, blobs, replayed=True).document
