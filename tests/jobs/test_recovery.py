@@ -115,7 +115,6 @@ def test_an_expired_reservation_is_renewed_before_signing(
     bulk: Bulk, letter: bytes, clock: FixedClock
 ) -> None:
     submitted = bulk.submit([letter])
-    (before,) = bulk.report(submitted.job_id)
     with transaction(bulk.runtime.sessions) as session:
         (old_serial,) = session.scalars(select(JobItem.serial)).all()
     clock.advance(LIMITS.reservation_ttl_s + 1)

@@ -145,9 +145,7 @@ def upgrade() -> None:
     with op.batch_alter_table("job_items", schema=None) as batch_op:
         batch_op.create_index("ix_job_items_claim", ["state", "run_after"], unique=False)
         batch_op.create_index("ix_job_items_lease", ["state", "locked_until"], unique=False)
-        batch_op.create_index(
-            "ix_job_items_source_blob_key", ["source_blob_key"], unique=False
-        )
+        batch_op.create_index("ix_job_items_source_blob_key", ["source_blob_key"], unique=False)
 
 
 def downgrade() -> None:
