@@ -26,13 +26,14 @@ class AdmissionSettings(BaseSettings):
     rate_initial_per_s: float = Field(default=4.0, gt=0, le=100_000)
     rate_min_per_s: float = Field(default=0.2, gt=0, le=100_000)
     rate_max_per_s: float = Field(default=500.0, gt=0, le=100_000)
-    # Protected requests in flight per process; 0 means twice the signing processes.
+    # Protected requests in flight per process; 0 means one per signing process (CPU-bound
+    # work: more in flight only adds latency).
     inflight_max: int = Field(default=0, ge=0, le=1024)
     local_wait_s: float = Field(default=0.5, ge=0, le=30)
     # A ticket due within this time is held open until the frontier passes it, rather
     # than sent away to come back late (bounded: at most 2 x inflight_max held).
     hold_s: float = Field(default=1.5, ge=0, le=10)
-    other_inflight_max: int = Field(default=64, ge=1, le=4096)
+    other_inflight_max: int = Field(default=16, ge=1, le=4096)
     pass_ttl_s: int = Field(default=300, ge=5, le=86_400)
     ticket_ttl_s: int = Field(default=7200, ge=60, le=7 * 86_400)
     key_rotation_s: int = Field(default=21_600, ge=60, le=30 * 86_400)

@@ -56,6 +56,20 @@ def store_url(settings: Settings, admission: AdmissionSettings) -> str:
     return f"sqlite:///{(settings.data_dir / 'admission.db').resolve()}"
 
 
+def read_sessions(url: str) -> Any:
+    """Sessions for the lane's two reads. On SQLite these use a plain deferred BEGIN (WAL
+    readers never wait for the writer), unlike the domain engine's BEGIN IMMEDIATE, so a
+    burst of arrivals never competes with stamping for the write lock."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 5, "check_same_thread": False})
+    else:
+        engine = create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+    return sessionmaker(engine, expire_on_commit=False)
+
+
 def build_waiting_room(
     settings: Settings, admission: AdmissionSettings, *, sessions: Any
 ) -> WaitingRoom:
@@ -69,7 +83,7 @@ def build_waiting_room(
         admission,
         keys=keys,
         store=AdmissionStore.open(store_url(settings, admission)),
-        inflight_max=admission.inflight_max or 2 * settings.signing_process_count,
+        inflight_max=admission.inflight_max or settings.signing_process_count,
         classify=lambda token: lane_of_token(sessions, token),
     )
 
@@ -100,7 +114,8 @@ async def admission_lifespan(
     app: FastAPI, settings: Settings, admission: AdmissionSettings
 ) -> AsyncIterator[None]:
     """Builds the waiting room (even when switched off: /status and /metrics use it)."""
-    room = build_waiting_room(settings, admission, sessions=app.state.runtime.sessions)
+    readers = read_sessions(settings.resolved_database_url)
+    room = build_waiting_room(settings, admission, sessions=readers)
     app.state.waiting_room = room
     app.state.admission = admission
     await asyncio.to_thread(room.tick, 0.0)
@@ -114,6 +129,7 @@ async def admission_lifespan(
         with suppress(Exception):
             await asyncio.to_thread(room.flush_samples)
         room.store.close()
+        readers.kw["bind"].dispose()
 
 
 # --- the middleware -------------------------------------------------------------------

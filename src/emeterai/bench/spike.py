@@ -161,6 +161,8 @@ class Applicant:
             latency = self._now() - sent - held_s
             self.result.waited_s += held_s
             self._count(str(response.status_code))
+            if response.status_code == 429:
+                self._count(f"429 {_json(response).get('code', '')}".strip())
             self.result.requests.append((kind, response.status_code, latency, sent))
             ticket = response.headers.get("x-queue-ticket")
             if ticket:
@@ -394,6 +396,7 @@ def summarise(
     ]
     waits = [r.waited_s for r in results]
     server_errors = sum(v for k, v in statuses.items() if k.isdigit() and int(k) >= 500)
+    refusals = {k: statuses.pop(k) for k in list(statuses) if k.startswith("429 ")}
     return {
         "capacity_per_s": round(capacity_per_s, 3),
         "goodput_per_s": round(len(in_window) / span, 3) if in_window else 0.0,
@@ -402,6 +405,7 @@ def summarise(
         "finished_applicants": len(finished),
         "unfinished_applicants": len(results) - len(finished),
         "status_counts": dict(sorted(statuses.items())),
+        "refusals_429_by_code": dict(sorted(refusals.items())),
         "server_errors_5xx": server_errors,
         "resets": statuses.get("reset", 0),
         "timeouts": statuses.get("timeout", 0),
