@@ -316,39 +316,6 @@ class JobLeaseLost(EmeteraiError):
     title = "Another worker took this document over"
 
 
-# --- admission ---
-
-
-class Queued(EmeteraiError):
-    code = "QUEUED"
-    status = 429
-    title = "You are in the queue; repeat the request with your ticket after Retry-After"
-
-
-class RateLimited(EmeteraiError):
-    code = "RATE_LIMITED"
-    status = 429
-    title = "Too many requests; wait for Retry-After, your place in the queue is kept"
-
-
-class Busy(EmeteraiError):
-    code = "BUSY"
-    status = 429
-    title = "The server is at its limit for a moment; repeat after Retry-After"
-
-
-class TicketInvalid(EmeteraiError):
-    code = "TICKET_INVALID"
-    status = 400
-    title = "The queue ticket is not valid"
-
-
-class AdmissionNotReady(EmeteraiError):
-    code = "ADMISSION_NOT_READY"
-    status = 503
-    title = "The waiting room's shared store does not answer yet"
-
-
 # --- Channels: orders, payments, refunds -------------------------------------------------
 
 
@@ -472,3 +439,48 @@ class InvalidDateRange(BadInput):
     code = "INVALID_DATE_RANGE"
     title = "The dates must be YYYY-MM-DD with --from not after --to"
 
+
+# --- admission ---
+
+
+class Queued(EmeteraiError):
+    code = "QUEUED"
+    status = 429
+    title = "You are in the queue; repeat the request with your ticket after Retry-After"
+
+
+class RateLimited(EmeteraiError):
+    code = "RATE_LIMITED"
+    status = 429
+    title = "Too many requests; wait for Retry-After, your place in the queue is kept"
+
+
+class Busy(EmeteraiError):
+    code = "BUSY"
+    status = 429
+    title = "The server is at its limit for a moment; repeat after Retry-After"
+
+
+class TicketInvalid(EmeteraiError):
+    code = "TICKET_INVALID"
+    status = 400
+    title = "The queue ticket is not valid"
+
+
+class AdmissionNotReady(EmeteraiError):
+    code = "ADMISSION_NOT_READY"
+    status = 503
+    title = "The waiting room's shared store does not answer yet"
+
+
+# --- core: command line and registry ---
+
+
+class OutputNotWritable(BadInput):
+    code = "OUTPUT_NOT_WRITABLE"
+    title = "The output file cannot be written there; nothing was charged"
+
+
+class InvalidReason(BadInput):
+    code = "INVALID_REASON"
+    title = "A reason of 1 to 500 characters is required"

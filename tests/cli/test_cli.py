@@ -224,3 +224,20 @@ def test_crash_after_posting_keeps_the_stamp_for_the_retry(funded: Cli, tmp_path
     verdict = json.loads(funded.ok("verify", str(tmp_path / "out.pdf"), "--json"))
     assert verdict["verdict"] == "GENUINE" and verdict["serial"] == serial
     assert "BROKEN" not in funded.ok("audit")
+
+
+def test_an_unwritable_output_is_refused_before_any_charge(funded: Cli, tmp_path: Path) -> None:
+    source = tmp_path / "surat.pdf"
+    source.write_bytes(corpus.letter_a4())
+    for output in (tmp_path / "no" / "such" / "dir" / "out.pdf", tmp_path):
+        result = funded("stamp", str(source), "-o", str(output), "--account", "pelamar@example.id")
+        assert result.returncode == 3, result.stderr
+        assert "OUTPUT_NOT_WRITABLE" in result.stderr
+    assert funded.quota("pelamar@example.id")["available"] == 3
+    # Without a key of the user's, running the same command again is the same request.
+    for _ in range(2):
+        funded.ok(
+            "stamp", str(source), "-o", str(tmp_path / "out.pdf"), "--account", "pelamar@example.id"
+        )
+    assert funded.quota("pelamar@example.id")["used"] == 1
+    assert not list(tmp_path.glob(".*.tmp"))

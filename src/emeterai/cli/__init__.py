@@ -22,6 +22,7 @@ from emeterai.cli.common import (
     err,
     open_runtime,
     out,
+    output_file,
     read_pdf,
     write_atomically,
 )
@@ -248,31 +249,41 @@ def stamp(
 ) -> None:
     """Stamp a PDF: one quota, one serial, a visible e-Meterai and the issuer's signature."""
     from emeterai.accounts import account_by_email
-    from emeterai.stamping.service import StampRequest, issue_stamp, placement_for
+    from emeterai.stamping.service import (
+        StampRequest,
+        issue_stamp,
+        placement_for,
+        request_digest,
+    )
     from emeterai.stamping.signing import InProcessSigner, load_material
 
     with open_runtime(data_dir) as runtime:
         settings = runtime.settings
         document = read_pdf(source, settings)
+        placement = placement_for(document, page=page, x_pt=x, y_pt=y, settings=settings)
+        # Without a key of the user's, the same document at the same place is the same
+        # request: running the command again after a failure never charges twice.
+        key = idempotency_key or f"cli:{request_digest(document, placement)[:40]}"
         with transaction(runtime.sessions) as session:
             account_id = account_by_email(session, account).id
-        signer = InProcessSigner(load_material(settings), timestamp_url=settings.timestamp_url)
-        request = StampRequest(
-            account_id=account_id,
-            document=document,
-            placement=placement_for(document, page=page, x_pt=x, y_pt=y, settings=settings),
-            idempotency_key=idempotency_key,
-            allow_additional=additional,
-        )
-        stamped = issue_stamp(
-            runtime.sessions,
-            request,
-            sign=signer,
-            blobs=runtime.blobs,
-            settings=settings,
-            clock=runtime.clock,
-        )
-    write_atomically(output, stamped.document)
+        with output_file(output) as write:  # refuses an unwritable path before any charge
+            signer = InProcessSigner(load_material(settings), timestamp_url=settings.timestamp_url)
+            request = StampRequest(
+                account_id=account_id,
+                document=document,
+                placement=placement,
+                idempotency_key=key,
+                allow_additional=additional,
+            )
+            stamped = issue_stamp(
+                runtime.sessions,
+                request,
+                sign=signer,
+                blobs=runtime.blobs,
+                settings=settings,
+                clock=runtime.clock,
+            )
+            write(stamped.document)
     note = " (an earlier request with this key made it)" if stamped.replayed else ""
     err.print(f"stamped {output}{note}")
     print(stamped.serial)

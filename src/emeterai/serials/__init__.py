@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from emeterai.errors import InvalidSerial, SerialNotFound, SerialNotRevocable
+from emeterai.errors import InvalidReason, InvalidSerial, SerialNotFound, SerialNotRevocable
 from emeterai.serials.models import SERIAL_STATES, Serial
 
 __all__ = [
@@ -70,7 +70,7 @@ def revoke_serial(session: Session, serial: str, *, reason: str, now: datetime) 
     """The issuer withdraws a used stamp. The charge stays: the duty was collected."""
     reason = reason.strip()
     if not 1 <= len(reason) <= 500:
-        raise InvalidSerial("a revocation needs a reason of 1 to 500 characters")
+        raise InvalidReason("a revocation needs a reason of 1 to 500 characters")
     row = session.get(Serial, normalise_serial(serial), with_for_update=True)
     if row is None:
         raise SerialNotFound(f"no e-Meterai has serial {serial}")

@@ -88,9 +88,9 @@ class StampedDocument:
     replayed: bool
 
 
-def _request_digest(request: StampRequest) -> str:
-    placement = request.placement
-    digest = hashlib.sha256(request.document)
+def request_digest(document: bytes, placement: Placement) -> str:
+    """What a request asks for: the document and the place. Same digest, same stamp."""
+    digest = hashlib.sha256(document)
     digest.update(f"|{placement.page}|{placement.x_pt!r}|{placement.y_pt!r}".encode())
     return digest.hexdigest()
 
@@ -312,7 +312,7 @@ def issue_stamp(
 ) -> StampedDocument:
     check_idempotency_key(request.idempotency_key)
     validate_document(request, settings)
-    request_sha256 = _request_digest(request)
+    request_sha256 = request_digest(request.document, request.placement)
     with transaction(sessions) as session:
         held = reserve_stamp(
             session,

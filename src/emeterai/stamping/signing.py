@@ -7,7 +7,10 @@ its threads: each pool process loads the issuer key once and keeps it.
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -93,24 +96,60 @@ def _sign_in_worker(job: SignJob) -> bytes:
 
 
 class SigningPool:
-    """A bounded pool of signing processes (spawned, so no server thread is forked)."""
+    """A bounded pool of signing processes (spawned, so no server thread is forked).
+
+    A child that dies (the OOM killer, a crash in a C library) breaks a
+    ProcessPoolExecutor for good; the pool is then rebuilt and the signature tried once
+    more, so one dead process never disables stamping until a restart.
+    """
 
     def __init__(self, settings: Settings, *, processes: int | None = None) -> None:
-        material = load_material(settings)  # fail fast, here, not in a child
-        self._pool = ProcessPoolExecutor(
-            max_workers=processes or settings.signing_process_count,
+        self._material = load_material(settings)  # fail fast, here, not in a child
+        self._timestamp_url = settings.timestamp_url
+        self._processes = processes or settings.signing_process_count
+        self._lock = threading.Lock()
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self._processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(material, settings.timestamp_url),
+            initargs=(self._material, self._timestamp_url),
         )
 
+    def _restart(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is broken:
+                broken.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._start()
+
     def __call__(self, job: SignJob) -> bytes:
-        try:
-            return self._pool.submit(_sign_in_worker, job).result(timeout=SIGN_TIMEOUT_S)
-        except EmeteraiError:
-            raise
-        except Exception as error:
-            raise SigningFailed(f"signing failed: {type(error).__name__}") from error
+        for attempt in (1, 2):
+            pool = self._pool
+            try:
+                future = pool.submit(_sign_in_worker, job)
+            except BrokenProcessPool:
+                self._restart(pool)
+                continue
+            try:
+                return future.result(timeout=SIGN_TIMEOUT_S)
+            except BrokenProcessPool as error:
+                self._restart(pool)
+                if attempt == 2:
+                    raise SigningFailed("the signing processes keep dying") from error
+            except FutureTimeout as error:
+                future.cancel()
+                raise SigningFailed(f"signing took over {SIGN_TIMEOUT_S:.0f} s") from error
+            except EmeteraiError:
+                raise
+            except Exception as error:
+                raise SigningFailed(f"signing failed: {type(error).__name__}") from error
+        raise SigningFailed("the signing processes could not be restarted")
+
+    @property
+    def healthy(self) -> bool:
+        return not getattr(self._pool, "_broken", False)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
