@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,10 +36,15 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
+    url = make_url(settings.resolved_database_url)
+    where = url.render_as_string(hide_password=True)  # never a password in a message
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        # A read-only command must not leave an empty database behind.
+        raise DatabaseNotReady(f"no emeterai database at {where}")
     engine = make_engine(settings.resolved_database_url)
     if not inspect(engine).has_table("serials"):
         engine.dispose()
-        raise DatabaseNotReady(f"no emeterai schema at {settings.resolved_database_url}")
+        raise DatabaseNotReady(f"no emeterai schema at {where}")
     return Runtime(
         settings=settings,
         engine=engine,

@@ -241,3 +241,31 @@ def test_an_unwritable_output_is_refused_before_any_charge(funded: Cli, tmp_path
         )
     assert funded.quota("pelamar@example.id")["used"] == 1
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_uninitialised_data_dir_is_left_alone_and_no_password_is_shown(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMETERAI_")}
+    document = tmp_path / "x.pdf"
+    document.write_bytes(corpus.letter_a4())
+    missing = tmp_path / "never-initialised"
+    result = subprocess.run(
+        [sys.executable, "-m", "emeterai", "verify", str(document), "--data-dir", str(missing)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 3 and "DATABASE_NOT_READY" in result.stderr
+    assert not (missing / "emeterai.db").exists()
+    secret_url = "postgresql+psycopg://postgres:S3cretPassw0rd@127.0.0.1:5432/emeterai_absent_db"
+    result = subprocess.run(
+        [sys.executable, "-m", "emeterai", "audit", "--data-dir", str(tmp_path)],
+        env={**env, "EMETERAI_DATABASE_URL": secret_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 3 and "DATABASE_UNAVAILABLE" in result.stderr
+    assert "S3cretPassw0rd" not in result.stderr + result.stdout

@@ -449,10 +449,17 @@ _roles.register(app)
 
 
 def main() -> None:
+    from sqlalchemy.exc import OperationalError
+
     try:
         app()
     except EmeteraiError as error:
         err.print(f"[bold red]error {error.code}:[/] {error.detail}")
+        sys.exit(EXIT_REFUSED)
+    except OperationalError as error:
+        # The driver's first line names the host and the problem, never the password.
+        first_line = str(error.orig).strip().splitlines()[0] if error.orig else "unreachable"
+        err.print(f"[bold red]error DATABASE_UNAVAILABLE:[/] {first_line}")
         sys.exit(EXIT_REFUSED)
 
 

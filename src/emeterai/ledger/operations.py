@@ -292,11 +292,20 @@ def unsettled_due(
 def expire_due(
     session: Session, *, now: datetime, limit: int = 1000, debit_account_id: int | None = None
 ) -> list[int]:
-    """Expire reservations past their time; returns the ids of the pending transfers."""
+    """Expire reservations past their time; returns the ids of the pending transfers.
+
+    Every account involved is locked first, in one id-ordered statement: two sweepers
+    (one per server process) settling overlapping lists can then never deadlock.
+    """
+    due = unsettled_due(session, now=now, limit=limit, debit_account_id=debit_account_id)
+    if not due:
+        return []
+    pairs = session.execute(
+        select(Transfer.debit_account_id, Transfer.credit_account_id).where(Transfer.id.in_(due))
+    ).all()
+    lock_accounts(session, [account for pair in pairs for account in pair])
     expired: list[int] = []
-    for pending_id in unsettled_due(
-        session, now=now, limit=limit, debit_account_id=debit_account_id
-    ):
+    for pending_id in due:
         try:
             _settle(session, pending_id, "expire", now)
         except TransferConflict:

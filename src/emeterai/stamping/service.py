@@ -33,6 +33,7 @@ from emeterai.errors import (
     PdfTooLarge,
     QuotaExhausted,
     RequestInProgress,
+    ReservationExpired,
     SerialNotFound,
     SigningFailed,
     StampRetentionOver,
@@ -247,10 +248,14 @@ def complete_stamp(
 
     Lock order is accounts, then serial, as everywhere else (reserve, void, expire).
     """
-    posted = post_pending(session, reservation.transfer_id, now=now)
+    try:
+        posted = post_pending(session, reservation.transfer_id, now=now)
+    except TransferConflict as error:
+        # The sweeper expired it first; say the same thing as when we notice it ourselves.
+        raise ReservationExpired() from error
     serial = session.get(Serial, reservation.serial, with_for_update=True)
     if serial is None or serial.state != "reserved":
-        raise TransferConflict(f"serial {reservation.serial} is no longer reserved")
+        raise ReservationExpired(f"serial {reservation.serial} is no longer reserved")
     serial.state = "used"
     serial.used_at = now
     stamp = Stamp(
