@@ -180,6 +180,75 @@ def _consumptions_serials_stamps(session: Session) -> list[str]:
     return problems
 
 
+def _consumptions_per_owner(session: Session) -> list[str]:
+    """The same equality per user, and only stamp postings ever reach a 'used' account.
+
+    The global counts could balance while one user is charged for another's stamps.
+    """
+    settlement = aliased(Transfer)
+    pending = aliased(Transfer)
+    used_account = aliased(LedgerAccount)
+    debit_account = aliased(LedgerAccount)
+    problems = []
+    stray = session.execute(
+        select(Transfer.id, Transfer.kind, used_account.code)
+        .join(used_account, used_account.id == Transfer.credit_account_id)
+        .where(used_account.kind == "user_quota_used", Transfer.kind == "single")
+        .limit(SAMPLE_MAX)
+    ).all()
+    problems += [
+        f"transfer {tid} ({kind}) reaches {code} without a stamp" for tid, kind, code in stray
+    ]
+    used_totals: dict[int | None, int] = dict(
+        session.execute(
+            select(LedgerAccount.owner_account_id, LedgerAccount.credits_posted).where(
+                LedgerAccount.kind == "user_quota_used"
+            )
+        ).all()
+    )
+    serials_used: dict[int | None, int] = dict(
+        session.execute(
+            select(Serial.account_id, func.count())
+            .where(Serial.state.in_(("used", "revoked")))
+            .group_by(Serial.account_id)
+        ).all()
+    )
+    stamps_made: dict[int | None, int] = dict(
+        session.execute(select(Stamp.account_id, func.count()).group_by(Stamp.account_id)).all()
+    )
+    for owner in sorted(set(used_totals) | set(serials_used) | set(stamps_made), key=str):
+        figures = (used_totals.get(owner, 0), serials_used.get(owner, 0), stamps_made.get(owner, 0))
+        if len(set(figures)) != 1:
+            used, serials, stamps = figures
+            problems.append(
+                f"account {owner}: used {used}, used serials {serials}, stamps {stamps}"
+            )
+            if len(problems) >= SAMPLE_MAX:
+                return problems
+    mismatched_owner = session.execute(
+        select(Stamp.serial)
+        .join(Serial, Serial.serial == Stamp.serial)
+        .join(settlement, settlement.id == Stamp.post_transfer_id)
+        .join(pending, pending.id == settlement.pending_id)
+        .join(debit_account, debit_account.id == pending.debit_account_id)
+        .where(
+            (Stamp.account_id != Serial.account_id)
+            | (debit_account.owner_account_id != Stamp.account_id)
+            | (settlement.kind != "post")
+        )
+        .limit(SAMPLE_MAX)
+    ).all()
+    unposted = session.execute(
+        select(Stamp.serial)
+        .outerjoin(settlement, settlement.id == Stamp.post_transfer_id)
+        .where(settlement.pending_id.is_(None))
+        .limit(SAMPLE_MAX)
+    ).all()
+    problems += [f"stamp {row[0]} is charged to someone else" for row in mismatched_owner]
+    problems += [f"stamp {row[0]} names no posted reservation" for row in unposted]
+    return problems
+
+
 def _serials_well_formed(session: Session) -> list[str]:
     problems = []
     for serial in session.scalars(select(Serial.serial)).yield_per(10_000):
@@ -196,6 +265,7 @@ CHECKS: dict[str, Callable[[Session], list[str]]] = {
     "flagged-accounts-within-credits": _flagged_within_credits,
     "reservations-settled-at-most-once": _settlements_well_formed,
     "consumptions-equal-used-serials-equal-stamps": _consumptions_serials_stamps,
+    "consumptions-match-per-owner": _consumptions_per_owner,
     "serials-well-formed": _serials_well_formed,
     "paid-orders-equal-credited-orders": channels_audit.paid_orders_are_credited,
     "payments-credited-exactly-once": channels_audit.payments_credited_once,
