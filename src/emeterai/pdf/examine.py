@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -253,14 +254,28 @@ class _Budget:
         return self.objects >= 0
 
     def read(self, stream: pikepdf.Stream) -> bytes:
+        """The decoded stream, never more than the budget: a 500 KB upload can hide
+        gigabytes of zeros in one Flate stream, so nothing is decoded unbounded."""
         if self.content_bytes <= 0:
             return b""
         try:
-            raw = stream.read_bytes()
+            raw = stream.read_raw_bytes()
+            filters = stream.get("/Filter")
         except pikepdf.PdfError:
             return b""
-        self.content_bytes -= len(raw)
-        return raw
+        if isinstance(filters, pikepdf.Array):
+            filters = filters[0] if len(filters) == 1 else pikepdf.Name("/Unsupported")
+        if filters is None:
+            data = raw[: self.content_bytes]
+        elif filters == pikepdf.Name.FlateDecode:
+            try:
+                data = zlib.decompressobj().decompress(raw, self.content_bytes)
+            except zlib.error:
+                return b""
+        else:
+            return b""  # page content is Flate or plain; images and the rest say nothing here
+        self.content_bytes -= max(len(data), 1)
+        return data
 
 
 def _signed_field_objects(pdf: pikepdf.Pdf) -> set[tuple[int, int]]:
