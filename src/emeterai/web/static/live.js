@@ -68,6 +68,8 @@
       });
       if (body.status !== "awaiting_payment") {
         document.getElementById("order-actions").hidden = true;
+        var before = document.getElementById("pay-before");
+        if (before) { before.hidden = true; }
       }
       if (body.status === "credited") { document.getElementById("order-next").hidden = false; }
       return !body.final;
