@@ -93,6 +93,7 @@ class Desk:
                 data,
                 trust_roots_pem=self.runtime.trust_roots(),
                 bytes_max=self.settings.upload_bytes_max,
+                now=self.runtime.clock.now(),
             )
 
 

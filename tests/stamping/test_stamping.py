@@ -24,7 +24,7 @@ from emeterai.runtime import Runtime
 from emeterai.serials import generate_serial, revoke_serial
 from emeterai.stamping.signing import InProcessSigner, SignJob
 from emeterai.verify.service import Verdict
-from tests.conftest import PUBLIC_URL, make_settings
+from tests.conftest import PUBLIC_URL, FixedClock, make_settings
 from tests.stamping.conftest import Desk, open_desk
 from tests.support import corpus, tamper
 from tests.support.external import assert_pdfsig_ok, assert_qpdf_ok, decode_qr
@@ -313,3 +313,20 @@ def test_signatures_after_the_stamp(desk: Desk, tmp_path_factory: pytest.TempPat
     result = desk.verify(overlay)
     assert result.verdict is Verdict.TAMPERED
     assert any("Amendment" in reason for reason in result.reasons)
+
+
+def test_a_stamp_outlives_its_certificate(
+    desk: Desk, clock: FixedClock, issuer_material: SigningMaterial
+) -> None:
+    """Stamp duty documents last for years: once the stamping certificate has expired, a
+    registered stamp is still GENUINE, and a signature the registry does not know is not."""
+    stamped = desk.stamp(corpus.letter_a4())
+    serial = generate_serial()
+    unknown = tamper.sign_with(
+        issuer_material, corpus.letter_size(), serial, f"{PUBLIC_URL}/v/{serial}"
+    )
+    clock.advance(5 * 365 * 86_400)  # past the 3-year stamping certificate
+    result = desk.verify(stamped.document)
+    assert result.verdict is Verdict.GENUINE
+    assert any("expired" in reason for reason in result.reasons)
+    assert desk.verify(unknown).verdict is not Verdict.GENUINE

@@ -161,6 +161,7 @@ async def verify(
                 data,
                 trust_roots_pem=runtime.trust_roots(),
                 bytes_max=runtime.settings.upload_bytes_max,
+                now=runtime.clock.now(),
             ).as_dict()
 
     return await run_in_threadpool(work)

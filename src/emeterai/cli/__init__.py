@@ -307,6 +307,7 @@ def verify(
             data,
             trust_roots_pem=runtime.trust_roots(),
             bytes_max=runtime.settings.upload_bytes_max,
+            now=runtime.clock.now(),
         )
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))

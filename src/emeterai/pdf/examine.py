@@ -48,7 +48,7 @@ class SignatureReport:
     serial: str | None  # the [..] prefix of reason, if 22 characters of 0-9 A-Z
     intact: bool  # the digest matches
     valid: bool  # the signature is cryptographically valid
-    trusted: bool  # the signer chains to one of the given trust roots
+    trusted: bool  # the signer chains to one of the given trust roots, today
     modification_ok: bool  # nothing after it beyond form filling or more signatures
     modification_level: str  # "NONE", "LTA_UPDATES", "FORM_FILLING", "ANNOTATIONS", "OTHER"
     covers_whole_file: bool
@@ -59,6 +59,8 @@ class SignatureReport:
     # Form fields added or filled in after this signature (pyHanko's difference analysis).
     changed_fields: tuple[str, ...] = ()
     visible: bool = True  # the widget has an area on the page: it can draw
+    # Not trusted today, but trusted at `signed_at` (the certificate has since expired).
+    trusted_when_signed: bool = False
 
 
 def _open_reader(data: bytes) -> PdfFileReader:
@@ -73,10 +75,14 @@ def _open_reader(data: bytes) -> PdfFileReader:
     return reader
 
 
-def _validation_context(trust_roots_pem: Sequence[bytes]) -> ValidationContext:
+def _validation_context(
+    trust_roots_pem: Sequence[bytes], *, moment: dt.datetime | None = None
+) -> ValidationContext:
     roots = [cert for pem in trust_roots_pem for cert in load_certs_from_pemder_data(pem)]
     # Offline and without revocation checks: the issuer's own chain, no network.
-    return ValidationContext(trust_roots=roots, allow_fetching=False, revocation_mode="soft-fail")
+    return ValidationContext(
+        trust_roots=roots, allow_fetching=False, revocation_mode="soft-fail", moment=moment
+    )
 
 
 def _page_index(reader: PdfFileReader) -> dict[int, int]:
@@ -166,11 +172,24 @@ def _broken_report(name: str, sig_object: Any, data: bytes, page: int | None) ->
     )
 
 
+def _trusted_when_signed(
+    embedded: EmbeddedPdfSignature, trust_roots_pem: Sequence[bytes], signed_at: dt.datetime
+) -> bool:
+    """Would the chain hold at the time the signature claims? Only the registry can then
+    vouch for that time (verify/ checks the revision is the one registered)."""
+    try:
+        context = _validation_context(trust_roots_pem, moment=signed_at)
+        return bool(validate_pdf_signature(embedded, signer_validation_context=context).trusted)
+    except Exception:  # hostile input: any failure means "no"
+        return False
+
+
 def _report(
     embedded: EmbeddedPdfSignature,
     context: ValidationContext,
     data: bytes,
     page: int | None,
+    trust_roots_pem: Sequence[bytes],
 ) -> SignatureReport:
     sig_object = embedded.sig_object
     reason = _text(sig_object.get("/Reason"))
@@ -207,20 +226,27 @@ def _report(
         page=page,
         changed_fields=changed,
         visible=_widget_visible(embedded.sig_field),
+        trusted_when_signed=(
+            not status.trusted
+            and bool(status.valid)
+            and signed_at is not None
+            and _trusted_when_signed(embedded, trust_roots_pem, signed_at)
+        ),
     )
 
 
 def examine_signatures(
-    data: bytes, trust_roots_pem: Sequence[bytes]
+    data: bytes, trust_roots_pem: Sequence[bytes], *, now: dt.datetime | None = None
 ) -> tuple[SignatureReport, ...]:
-    """Validate every embedded signature (offline, trusting only `trust_roots_pem`)."""
+    """Validate every embedded signature (offline, trusting only `trust_roots_pem`), as
+    of `now` (default: the system clock)."""
     reader = _open_reader(data)
     try:
         filled = list(enumerate_sig_fields(reader, filled_status=True))[:_SIGNATURES_MAX]
         pages = _page_index(reader)
     except (PdfError, ValueError, KeyError, TypeError, IndexError) as error:
         raise PdfMalformed(str(error)) from error
-    context = _validation_context(trust_roots_pem)
+    context = _validation_context(trust_roots_pem, moment=now)
     reports: list[tuple[int, SignatureReport]] = []
     for position, (name, sig_ref, field_ref) in enumerate(filled):
         field = (
@@ -233,7 +259,7 @@ def examine_signatures(
             sig_object = sig_ref.get_object() if sig_ref is not None else None
             embedded = EmbeddedPdfSignature(reader, field, name)
             order = int(embedded.signed_revision)
-            reports.append((order, _report(embedded, context, data, page)))
+            reports.append((order, _report(embedded, context, data, page, trust_roots_pem)))
         except Exception as error:  # hostile input: any failure means "not valid"
             _logger.info("signature %s cannot be validated: %r", name, error)
             reports.append((10**9 + position, _broken_report(name, sig_object, data, page)))

@@ -136,7 +136,7 @@ def _judge_signature(report: SignatureReport) -> tuple[Verdict, str] | None:
         return Verdict.TAMPERED, "the document's bytes changed after it was stamped"
     if not report.valid:
         return Verdict.FORGED, "the stamp's signature is not a valid signature"
-    if not report.trusted:
+    if not report.trusted and not report.trusted_when_signed:
         return (
             Verdict.FORGED,
             f"the stamp is signed by a key the issuer does not trust ({report.signer_subject})",
@@ -160,7 +160,16 @@ def _judge_registry(session: Session, report: SignatureReport) -> tuple[Verdict,
         return Verdict.REVOKED, f"serial {serial} was revoked: {row.revoked_reason}"
     stamp = session.scalars(select(Stamp).where(Stamp.serial == serial)).first()
     if stamp is None or stamp.document_sha256 != report.revision_sha256:
+        if not report.trusted:
+            # An expired certificate is only believed for the exact registered revision.
+            return Verdict.FORGED, f"serial {serial} is signed with an expired certificate"
         return Verdict.REUSED, f"serial {serial} belongs to a different document"
+    if not report.trusted:
+        return (
+            Verdict.GENUINE,
+            f"serial {serial} is genuine and bound to this document; its certificate has since"
+            f" expired, and the registry confirms it was stamped on {stamp.signed_at:%Y-%m-%d}",
+        )
     return Verdict.GENUINE, f"serial {serial} is genuine and bound to this document"
 
 
@@ -204,14 +213,19 @@ def _finding(
 
 
 def verify_document(
-    session: Session, data: bytes, *, trust_roots_pem: Sequence[bytes], bytes_max: int
+    session: Session,
+    data: bytes,
+    *,
+    trust_roots_pem: Sequence[bytes],
+    bytes_max: int,
+    now: datetime | None = None,
 ) -> Verification:
     if len(data) > bytes_max:
         raise PdfTooLarge(f"the file has {len(data)} bytes; the limit is {bytes_max}")
     digest = hashlib.sha256(data).hexdigest()
     carries_our_signature = b"/ByteRange" in data and b"eMeterai-" in data
     try:
-        reports = examine_signatures(data, trust_roots_pem)
+        reports = examine_signatures(data, trust_roots_pem, now=now)
     except PdfMalformed:
         if not carries_our_signature:
             raise
