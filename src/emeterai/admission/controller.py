@@ -14,12 +14,12 @@ __all__ = ["CapacityController", "ControllerState", "percentile"]
 
 WINDOW_S = 10.0
 SAMPLES_MAX = 4096
-DECREASE_FACTOR = 0.8
+DECREASE_FACTOR = 0.85
 DECREASE_COOLDOWN_S = 2.0
-INCREASE_FRACTION = 0.1
-INCREASE_MIN_PER_S = 0.1
+INCREASE_FRACTION = 0.05
+INCREASE_MIN_PER_S = 0.05
 BUSY_SHARE_MAX = 0.05
-SATURATED_UTILISATION = 0.9
+SATURATED_UTILISATION = 0.8
 STAMP_SAMPLES_MIN = 5
 
 
@@ -110,10 +110,8 @@ class CapacityController:
         elif (
             waiting > 0
             and p99 <= self.target_s
-            and busy_share <= BUSY_SHARE_MAX
-            and (
-                utilisation < SATURATED_UTILISATION or (p99 < self.target_s / 2 and not self._busy)
-            )
+            and not self._busy
+            and (utilisation < SATURATED_UTILISATION or p99 < self.target_s / 2)
         ):
             step = max(INCREASE_MIN_PER_S, INCREASE_FRACTION * self.rate_per_s)
             self.rate_per_s = min(self.rate_max_per_s, self.rate_per_s + step)

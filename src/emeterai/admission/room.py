@@ -48,7 +48,9 @@ Outcome = Literal["admit", "queued", "rate_limited"]
 SNAPSHOT_REFRESH_S = 0.05
 RATE_WINDOW_S = 5.0
 RECENT_TICKETS_MAX = 10_000
-RETRY_AFTER_MAX_S = 60
+# Short enough that admitted holders come back close to their turn: a frontier that
+# passed people who are still asleep leaves capacity idle, then brings them all at once.
+RETRY_AFTER_MAX_S = 10
 TICK_STALE_S = 5.0
 _TOKEN = re.compile(r"^emt_([a-z2-7]{16})_[A-Za-z0-9_-]{43}$")
 SESSION_LENGTH_MAX = 64
