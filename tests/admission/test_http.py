@@ -194,3 +194,19 @@ def test_spike_applicants_buy_stamp_and_download_through_the_queue(server: Serve
     summary = summarise(results, capacity_per_s=1.0, window_start_s=0.0)
     assert summary["server_errors_5xx"] == 0 and summary["resets"] == 0
     assert summary["status_counts"]["201"] == 3 and summary["fifo_violations"] == 0
+
+
+def test_a_queued_browser_is_sent_to_the_queue_page(server: Server) -> None:
+    """A form post from a page gets a 303 to the queue page, never a JSON body."""
+    page = {
+        "Accept": "text/html,application/xhtml+xml",
+        "Referer": f"{server.base_url}/register?lang=id",
+    }
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        answers = [client.post("/register", data={"email": "x"}, headers=page) for _ in range(8)]
+    assert 429 not in {answer.status_code for answer in answers}
+    redirected = [answer for answer in answers if answer.status_code == 303]
+    assert redirected, [answer.status_code for answer in answers]
+    location = redirected[0].headers["location"]
+    assert location == "/antrean?next=%2Fregister%3Flang%3Did"
+    assert "emeterai_ticket=" in redirected[0].headers["set-cookie"]

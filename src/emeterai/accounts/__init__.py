@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from emeterai.accounts.models import Account, ApiToken
 from emeterai.errors import AccountExists, AccountNotFound, InvalidEmail, Unauthenticated
+from emeterai.hashing import GENERATED_SECRET_HASHER
 
 __all__ = [
     "Account",
@@ -36,7 +36,7 @@ _EMAIL = re.compile(
     r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$"
 )
 _TOKEN = re.compile(r"^emt_([a-z2-7]{16})_([A-Za-z0-9_-]{43})$")
-_HASHER = PasswordHasher()
+_HASHER = GENERATED_SECRET_HASHER  # 256 random bits: see emeterai.hashing
 
 
 def normalise_email(email: str) -> str:

@@ -11,7 +11,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +27,7 @@ from emeterai.errors import (
     ResetTokenInvalid,
     WeakPassword,
 )
+from emeterai.hashing import PASSWORD_HASHER
 
 __all__ = [
     "IssuedReset",
@@ -50,7 +50,7 @@ THROTTLE_LOCK = timedelta(minutes=15)
 FAILURES_PER_EMAIL_MAX = 5
 FAILURES_PER_CLIENT_MAX = 20
 
-_HASHER = PasswordHasher()
+_HASHER = PASSWORD_HASHER
 # Verified against when the address is unknown, so both answers take as long.
 _DUMMY_HASH = _HASHER.hash("emeterai-no-such-account")
 

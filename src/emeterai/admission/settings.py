@@ -11,7 +11,11 @@ DEFAULT_PROTECTED = (
     "POST /api/v1/channels/orders,"
     "POST /api/v1/accounts,"
     "POST /daftar,"
-    "POST /register"
+    "POST /register,"
+    # The web's signing step (not the upload, so a waiting person keeps their file) and
+    # its purchase form.
+    "POST /stamp/,"
+    "POST /buy"
 )
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -221,7 +222,7 @@ class AdmissionMiddleware:
     ) -> None:
         if not await room.other_slots.acquire(0):
             await _drain(receive)
-            await self._refuse(send, Busy(), None, 1, False, room)
+            await self._refuse(scope, send, Busy(), None, 1, False, room)
             return
         gauge = metrics.inflight.labels("other")
         gauge.inc()
@@ -253,17 +254,19 @@ class AdmissionMiddleware:
         verdict = await room.decide(facts)
         if verdict.outcome == "rate_limited":
             await _drain(receive)
-            await self._refuse(send, RateLimited(), verdict, verdict.retry_after_s, secure, room)
+            await self._refuse(
+                scope, send, RateLimited(), verdict, verdict.retry_after_s, secure, room
+            )
             return
         if verdict.outcome == "queued":
             await _drain(receive)
-            await self._refuse(send, Queued(), verdict, verdict.retry_after_s, secure, room)
+            await self._refuse(scope, send, Queued(), verdict, verdict.retry_after_s, secure, room)
             return
         started = time.monotonic()
         if not await room.slots.acquire(self.local_wait_s):
             room.controller.observe_busy(time.time())
             await _drain(receive)
-            await self._refuse(send, Busy(), verdict, 1, secure, room)
+            await self._refuse(scope, send, Busy(), verdict, 1, secure, room)
             return
         room.controller.observe_admitted(time.time())
         ticket = verdict.ticket
@@ -304,6 +307,7 @@ class AdmissionMiddleware:
 
     async def _refuse(
         self,
+        scope: Scope,
         send: Send,
         error: EmeteraiError,
         verdict: Verdict | None,
@@ -328,6 +332,14 @@ class AdmissionMiddleware:
         if verdict is not None:
             headers += self._ticket_headers(room, verdict, secure)
             body["ticket"] = room.keys.encode(verdict.ticket) if verdict.ticket else None
+        if _wants_page(scope):
+            # A browser's form post: to the queue page, which brings the person back to
+            # the page they were on when their turn comes (the ticket rides in a cookie).
+            location = "/antrean?next=" + quote(_same_origin_referer(scope), safe="")
+            headers += [(b"location", location.encode()), (b"content-length", b"0")]
+            await send({"type": "http.response.start", "status": 303, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
         encoded = json.dumps(body).encode()
         headers += [
             (b"content-type", PROBLEM_JSON.encode()),
@@ -336,6 +348,23 @@ class AdmissionMiddleware:
         ]
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": encoded})
+
+
+def _wants_page(scope: Scope) -> bool:
+    headers = dict(scope["headers"])
+    path: str = scope["path"]
+    return not path.startswith("/api/") and b"text/html" in headers.get(b"accept", b"")
+
+
+def _same_origin_referer(scope: Scope) -> str:
+    """The path (and query) of the page the form was on, if it is ours; else home."""
+    headers: dict[bytes, bytes] = dict(scope["headers"])
+    referer = urlsplit(headers.get(b"referer", b"").decode("latin-1"))
+    host = headers.get(b"host", b"").decode("latin-1")
+    if referer.netloc != host or not referer.path.startswith("/"):
+        return "/"
+    path: str = referer.path
+    return path + (f"?{referer.query}" if referer.query else "")
 
 
 # --- routes ---------------------------------------------------------------------------

@@ -509,16 +509,15 @@ def create_applicants(database_url: str, count: int, label: str) -> list[tuple[i
 
     One Argon2 hash serves every token of the run (each token has its own id), since
     hashing thousands of secrets would take minutes; the server verifies each in full."""
-    from argon2 import PasswordHasher
-
     from emeterai.accounts import create_account
     from emeterai.accounts.models import ApiToken
     from emeterai.db import make_engine, make_sessions, transaction
+    from emeterai.hashing import GENERATED_SECRET_HASHER
 
     engine = make_engine(database_url)
     sessions = make_sessions(engine)
     secret = secrets.token_urlsafe(32)
-    secret_hash = PasswordHasher().hash(secret)
+    secret_hash = GENERATED_SECRET_HASHER.hash(secret)  # as issue_token hashes one
     now = datetime.now(UTC)
     made: list[tuple[int, str]] = []
     alphabet = "abcdefghijklmnopqrstuvwxyz234567"

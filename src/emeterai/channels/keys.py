@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
@@ -28,10 +27,11 @@ from sqlalchemy.orm import Session
 from emeterai.channels.models import ChannelApiKey, ChannelWebhookSecret
 from emeterai.config import Settings
 from emeterai.errors import KeyPassphraseMissing, KeyPassphraseWrong, Unauthenticated
+from emeterai.hashing import GENERATED_SECRET_HASHER
 
 API_KEY_BYTES_MAX = 200
 _API_KEY = re.compile(r"^emc_([a-z2-7]{16})_([A-Za-z0-9_-]{43})$")
-_HASHER = PasswordHasher()
+_HASHER = GENERATED_SECRET_HASHER  # 256 random bits: see emeterai.hashing
 _KDF_SALT = b"emeterai channel webhook secrets v1"
 _KDF_ITERATIONS = 200_000
 
