@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     timestamp_url: str | None = None
     # The stamping key on a PKCS#11 token (an HSM; SoftHSM2 in tests) instead of a file.
     pkcs11_module: str | None = None
-    pkcs11_token_label: str = "emeterai"
+    pkcs11_token_label: str = "emeterai"  # noqa: S105 (a label, not a secret)
     pkcs11_key_label: str = "emeterai-stamping"
     pkcs11_pin: SecretStr | None = None
 

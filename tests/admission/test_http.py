@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,51 +11,25 @@ import httpx
 import pytest
 
 from emeterai.pdf.samples import letter_a4
-from tests.api.conftest import Server, free_port
+from tests.api.conftest import Server, start_server
 from tests.conftest import (
-    PASSPHRASE,
-    PUBLIC_URL,
     create_postgres_database,
     drop_postgres_database,
 )
 
 
 def _start(data_dir: Path, database_url: str) -> Iterator[Server]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMETERAI_")}
-    env.update(
-        EMETERAI_DATA_DIR=str(data_dir),
-        EMETERAI_DATABASE_URL=database_url,
-        EMETERAI_KEY_PASSPHRASE=PASSPHRASE,
-        EMETERAI_PUBLIC_URL=PUBLIC_URL,
-        EMETERAI_SIGNING_PROCESSES="1",
-        EMETERAI_ADMISSION_HOLD_S="0",
-        EMETERAI_PAYMENTS_SANDBOX="true",
+    yield from start_server(
+        data_dir,
+        database_url,
+        workers=2,
+        extra_env={
+            "EMETERAI_ADMISSION_ENABLED": "true",
+            "EMETERAI_ADMISSION_HOLD_S": "0",
+            "EMETERAI_PAYMENTS_SANDBOX": "true",
+        },
+        serve_options=("--admission-rate", "0.5"),
     )
-    port = free_port()
-    server = Server(base_url=f"http://127.0.0.1:{port}", env=env, data_dir=data_dir)
-    assert server.cli("init").returncode == 0
-    log = (data_dir / "server.log").open("w")
-    command = [sys.executable, "-m", "emeterai", "serve", "--port", str(port), "--workers", "2"]
-    process = subprocess.Popen(
-        [*command, "--admission-rate", "0.5"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError((data_dir / "server.log").read_text())
-            try:
-                if httpx.get(f"{server.base_url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("the server did not become ready")
-        yield server
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        log.close()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -56,7 +56,16 @@ class Server:
         return created.stdout.strip()
 
 
-def start_server(data_dir: Path, database_url: str, *, workers: int = 1) -> Iterator[Server]:
+def start_server(
+    data_dir: Path,
+    database_url: str,
+    *,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    serve_options: tuple[str, ...] = (),
+) -> Iterator[Server]:
+    """A real `emeterai serve`. The core's tests switch the waiting room off: they test
+    the ledger and the documents; tests/admission tests the waiting room itself."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMETERAI_")}
     env.update(
         EMETERAI_DATA_DIR=str(data_dir),
@@ -65,20 +74,32 @@ def start_server(data_dir: Path, database_url: str, *, workers: int = 1) -> Iter
         EMETERAI_PUBLIC_URL=PUBLIC_URL,
         EMETERAI_SIGNING_PROCESSES="1",
         EMETERAI_UPLOAD_BYTES_MAX=str(UPLOAD_BYTES_MAX),
+        EMETERAI_ADMISSION_ENABLED="false",
     )
+    env.update(extra_env or {})
     port = free_port()
     server = Server(base_url=f"http://127.0.0.1:{port}", env=env, data_dir=data_dir)
     initialised = server.cli("init")
     assert initialised.returncode == 0, initialised.stderr
     log = (data_dir / "server.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "emeterai", "serve", "--port", str(port), "--workers", str(workers)],
+        [
+            sys.executable,
+            "-m",
+            "emeterai",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            *serve_options,
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError((data_dir / "server.log").read_text())

@@ -11,17 +11,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
-from tests.api.conftest import PASSPHRASE, PUBLIC_URL, UPLOAD_BYTES_MAX, Server, free_port
+from tests.api.conftest import Server
+from tests.api.conftest import start_server as start_api_server
 from tests.conftest import create_postgres_database, drop_postgres_database
 
 CHROMIUM = "/usr/bin/chromium"
@@ -92,50 +90,18 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 
 def start_server(data_dir: Path, database_url: str, **extra_env: str) -> Iterator[Server]:
-    """`emeterai serve` as `make run` starts it: the sandbox payment provider on."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMETERAI_")}
-    env.update(
-        EMETERAI_DATA_DIR=str(data_dir),
-        EMETERAI_DATABASE_URL=database_url,
-        EMETERAI_KEY_PASSPHRASE=PASSPHRASE,
-        EMETERAI_PUBLIC_URL=PUBLIC_URL,
-        EMETERAI_SIGNING_PROCESSES="1",
-        EMETERAI_UPLOAD_BYTES_MAX=str(UPLOAD_BYTES_MAX),
-        EMETERAI_PAYMENTS_SANDBOX="1",
-        **extra_env,
+    """`emeterai serve` as `make run` starts it: the sandbox payment provider and the
+    waiting room on."""
+    yield from start_api_server(
+        data_dir,
+        database_url,
+        workers=2,
+        extra_env={
+            "EMETERAI_PAYMENTS_SANDBOX": "1",
+            "EMETERAI_ADMISSION_ENABLED": "true",
+            **extra_env,
+        },
     )
-    port = free_port()
-    server = Server(base_url=f"http://127.0.0.1:{port}", env=env, data_dir=data_dir)
-    initialised = server.cli("init")
-    assert initialised.returncode == 0, initialised.stderr
-    log = (data_dir / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "emeterai", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError((data_dir / "server.log").read_text())
-            try:
-                if httpx.get(f"{server.base_url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("the server did not become ready")
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 def server_on(

@@ -12,13 +12,13 @@ from starlette.concurrency import run_in_threadpool
 
 from emeterai.admission.settings import AdmissionSettings
 from emeterai.api import problems
-from emeterai.api.channels import router as channels_router
 from emeterai.api.admission import AdmissionMiddleware, admission_lifespan
 from emeterai.api.admission import router as admission_router
-from emeterai.api.metrics import Metrics
+from emeterai.api.channels import router as channels_router
 from emeterai.api.jobs import JOBS_PREFIX
 from emeterai.api.jobs import router as jobs_router
 from emeterai.api.limits import BodyLimit
+from emeterai.api.metrics import Metrics
 from emeterai.api.routes import router
 from emeterai.config import Settings
 from emeterai.db import transaction
@@ -86,8 +86,8 @@ def create_app(
     app.include_router(web_router)
     app.include_router(admission_router)
     app.include_router(router)
-    app.include_router(jobs_router)
     app.include_router(channels_router)
+    app.include_router(jobs_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
