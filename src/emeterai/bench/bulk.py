@@ -5,8 +5,9 @@ worker says it is ready (keys loaded), submits one batch of the same one-page le
 times the workers from the submission's commit to the last document (the submission
 itself, which stores the documents and reserves their quota, is timed apart). Then it
 checks, from the rows, that every document was stamped exactly once and that `audit`
-passes. The scaling ratio is against the 1-worker run of the same invocation: the machines here are shared
-and noisy, so read the ratios and the CPU count, not the absolute figures.
+passes. The scaling ratio is against the 1-worker run of the same invocation: the
+machines here are shared and noisy, so read the ratios and the CPU count, not the
+absolute figures.
 """
 
 from __future__ import annotations
