@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -130,8 +130,28 @@ def _place_context(
     }
 
 
+def _coordinate(text: str | None, high: float) -> float | None:
+    """A coordinate from the page's URL (kept there by stamp.js): a finite number within
+    the page, anything else ignored (the default position is used)."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return min(max(value, 0.0), high) if math.isfinite(value) else None
+
+
 @router.get("/stamp/{draft_id}")
-async def place_form(request: Request, draft_id: str, page: int = 1) -> Response:
+async def place_form(
+    request: Request,
+    draft_id: str,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    x: Annotated[str | None, Query(max_length=30)] = None,
+    y: Annotated[str | None, Query(max_length=30)] = None,
+) -> Response:
+    """The placement page. `?page=&x=&y=` restore a placement: the browser keeps them in
+    the URL, so a confirmation sent to the waiting room comes back to the same spot."""
     view = await page_for(request)
     if view.viewer is None:
         return view.login_redirect()
@@ -147,6 +167,11 @@ async def place_form(request: Request, draft_id: str, page: int = 1) -> Response
             status_code=404,
         )
     context = _place_context(draft, page, None, None)
+    if x is not None and y is not None:
+        x_pt = _coordinate(x, context["x_max"])
+        y_pt = _coordinate(y, context["y_max"])
+        if x_pt is not None and y_pt is not None:
+            context = _place_context(draft, context["page_number"], x_pt, y_pt)
     context["error"] = None
     return view.render("stamp_place.html", context)
 

@@ -37,12 +37,24 @@
     box.hidden = false;
   }
 
+  // The placement lives in the page's URL too, so that the confirmation's Referer carries
+  // it: a confirmation sent to the waiting room comes back to the same page and spot.
+  function remember() {
+    if (!window.history || !window.history.replaceState) return;
+    var params = new URLSearchParams(window.location.search);
+    params.set("page", pageField.value);
+    params.set("x", String(round(x)));
+    params.set("y", String(round(y)));
+    window.history.replaceState(null, "", window.location.pathname + "?" + params.toString());
+  }
+
   function setPosition(newX, newY) {
     x = round(clamp(newX, 0, Math.max(0, widthPt - STAMP_PT)));
     y = round(clamp(newY, 0, Math.max(0, heightPt - STAMP_PT)));
     xField.value = x;
     yField.value = y;
     draw();
+    remember();
   }
 
   // The stamp's centre goes where the pointer is.
@@ -80,7 +92,7 @@
     field.addEventListener("input", function () {
       var newX = parseFloat(xField.value), newY = parseFloat(yField.value);
       if (isFinite(newX) && isFinite(newY)) {
-        x = clamp(newX, 0, widthPt); y = clamp(newY, 0, heightPt); draw();
+        x = clamp(newX, 0, widthPt); y = clamp(newY, 0, heightPt); draw(); remember();
       }
     });
   });
