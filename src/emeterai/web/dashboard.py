@@ -10,12 +10,14 @@ from starlette.concurrency import run_in_threadpool
 
 from emeterai.db import transaction
 from emeterai.errors import EmeteraiError
+from emeterai.web.bulk import job_row
 from emeterai.web.pages import page_for
 from emeterai.web.shop import order_context
 
 router = APIRouter(include_in_schema=False)
 STAMPS_PER_PAGE = 20
 ORDERS_SHOWN = 10
+BULK_JOBS_SHOWN = 5
 
 
 @router.get("/dashboard")
@@ -24,6 +26,7 @@ async def dashboard(
 ) -> Response:
     from emeterai.accounts.history import stamp_entries
     from emeterai.channels.orders import list_orders
+    from emeterai.jobs.service import list_jobs
     from emeterai.quota import quota_accounts, quota_balance
     from emeterai.stamping.service import release_expired
 
@@ -47,7 +50,9 @@ async def dashboard(
                 limit=STAMPS_PER_PAGE,
                 before_id=before,
             )
+            jobs = list_jobs(session, account_id=account_id, limit=BULK_JOBS_SHOWN)
         return {
+            "jobs": [job_row(page, job) for job in jobs],
             "balance": balance,
             "stamps": stamps,
             "next_before": next_before,

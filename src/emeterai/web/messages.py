@@ -57,6 +57,21 @@ ERROR_MESSAGES: dict[str, str] = {
     ),
     "DRAFT_NOT_FOUND": N_("The uploaded document is no longer here. Upload it again."),
     "BAD_INPUT": N_("Something in the form is not valid. Check it and try again."),
+    "BATCH_EMPTY": N_("Choose at least one PDF, or a ZIP that holds PDFs."),
+    "BATCH_TOO_LARGE": N_(
+        "Too many documents or too many bytes for one batch. Split them into smaller batches."
+    ),
+    "INVALID_ARCHIVE": N_(
+        "This ZIP cannot be read, or it is locked with a password. Make a new ZIP and try again."
+    ),
+    "INVALID_POSITIONS": N_(
+        "The position is not valid. Give a page number, and for an exact position both x and y "
+        "in points."
+    ),
+    "JOB_NOT_FOUND": N_("There is no such bulk job in your account."),
+    "ATTEMPTS_EXHAUSTED": N_(
+        "This document could not be stamped after several tries. Nothing was charged for it."
+    ),
 }
 GENERIC_ERROR = N_("Something went wrong on our side. Nothing was charged. Try again later.")
 

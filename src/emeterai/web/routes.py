@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from emeterai.db import transaction
 from emeterai.errors import EmeteraiError
-from emeterai.web import auth, consoles, dashboard, shop, stamp, waiting
+from emeterai.web import auth, bulk, consoles, dashboard, shop, stamp, waiting
 from emeterai.web.i18n import LANGUAGES
 from emeterai.web.pages import LANG_COOKIE, Page, page_for, safe_next
 
@@ -27,6 +27,7 @@ STATIC_FILES = {
     "stamp.js": "text/javascript",
     "live.js": "text/javascript",
     "upload.js": "text/javascript",
+    "bulk.js": "text/javascript",
 }
 
 
@@ -169,3 +170,4 @@ router.include_router(stamp.router)
 router.include_router(shop.router)
 router.include_router(waiting.router)
 router.include_router(consoles.router)
+router.include_router(bulk.router)
