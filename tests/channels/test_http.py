@@ -110,13 +110,21 @@ def test_one_confirmation_sent_100_times_in_parallel_credits_once(sandbox_server
     # Each delivery is signed anew, as a provider's retries are (a byte-identical copy is a
     # replay, refused: see the rejections test).
     limits = httpx.Limits(max_connections=32)
+
+    def deliver(i: int, client: httpx.Client) -> httpx.Response:
+        """As a provider delivers: a 429 (the server sheds load) is retried after its
+        Retry-After, signed anew (a later timestamp, still inside the replay window)."""
+        answer = confirm(server, channel, payload, timestamp=now - i, client=client)
+        for attempt in range(1, 4):
+            if answer.status_code != 429:
+                break
+            time.sleep(float(answer.headers.get("retry-after", "1")))
+            stamp = now + i + 100 * attempt
+            answer = confirm(server, channel, payload, timestamp=stamp, client=client)
+        return answer
+
     with httpx.Client(limits=limits) as client, ThreadPoolExecutor(max_workers=32) as pool:
-        answers = list(
-            pool.map(
-                lambda i: confirm(server, channel, payload, timestamp=now - i, client=client),
-                range(100),
-            )
-        )
+        answers = list(pool.map(lambda i: deliver(i, client), range(100)))
     assert [answer.status_code for answer in answers] == [200] * 100, answers[0].text
     bodies = [answer.json() for answer in answers]
     assert sum(not body["duplicate"] for body in bodies) == 1

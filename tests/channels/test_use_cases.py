@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from emeterai.audit import run_audit
 from emeterai.channels import signing
@@ -25,8 +26,9 @@ from emeterai.errors import (
     NothingToRefund,
     SettlementFileInvalid,
 )
-from emeterai.ledger import post_pending, reserve
-from emeterai.quota import quota_accounts, quota_balance
+from emeterai.pdf import Placement
+from emeterai.quota import quota_balance
+from emeterai.stamping.service import Reservation, StampRequest, complete_stamp, reserve_stamp
 from tests.channels.conftest import Shop
 from tests.conftest import FixedClock
 
@@ -174,23 +176,37 @@ def test_top_up_within_credit_limit_and_deposits_repay_it(shop: Shop) -> None:
     audit_ok(shop)
 
 
+def _stamp_without_signing(
+    session: Session, account_id: int, index: int, now: datetime, *, post: bool
+) -> None:
+    """Use one quota the way stamping does (reservation, serial, stamp record), without
+    pyHanko: the refund only cares about the ledger and the registry."""
+    request = StampRequest(
+        account_id=account_id,
+        document=f"%PDF-1.7 document {index}".encode(),
+        placement=Placement(page=1, x_pt=72, y_pt=72),
+    )
+    held = reserve_stamp(session, request, request_sha256=f"{index:064x}", now=now, ttl_s=60)
+    assert isinstance(held, Reservation)
+    if post:
+        complete_stamp(
+            session,
+            held,
+            request,
+            document=f"%PDF-1.7 stamped {index}".encode(),
+            blob_key=f"{index:064x}",
+            signed_at=now,
+            now=now,
+        )
+
+
 def test_refund_returns_only_the_unused_part(shop: Shop, clock: FixedClock) -> None:
     runtime = shop.runtime
     order_id, amount = shop.order(5)
     confirm(shop, shop.shop.webhook_secret, order_id, amount, "pay-5")
     with transaction(runtime.sessions) as session:  # two stamps used
-        accounts = quota_accounts(session, shop.buyer_id, now=clock.now())
         for index in range(2):
-            pending = reserve(
-                session,
-                debit_account_id=accounts.quota.id,
-                credit_account_id=accounts.used.id,
-                amount=1,
-                now=clock.now(),
-                expires_at=clock.now() + timedelta(seconds=60),
-                idempotency_key=f"use-{index}",
-            )
-            post_pending(session, pending.id, now=clock.now())
+            _stamp_without_signing(session, shop.buyer_id, index, clock.now(), post=True)
     with transaction(runtime.sessions) as session:
         refund = refund_order(session, order_id, now=clock.now())
         again = refund_order(session, order_id, now=clock.now())
@@ -203,15 +219,7 @@ def test_refund_returns_only_the_unused_part(shop: Shop, clock: FixedClock) -> N
     used_up, amount = shop.order(1)
     confirm(shop, shop.shop.webhook_secret, used_up, amount, "pay-1")
     with transaction(runtime.sessions) as session:
-        accounts = quota_accounts(session, shop.buyer_id, now=clock.now())
-        pending = reserve(
-            session,
-            debit_account_id=accounts.quota.id,
-            credit_account_id=accounts.used.id,
-            amount=1,
-            now=clock.now(),
-            expires_at=clock.now() + timedelta(seconds=60),
-        )
+        _stamp_without_signing(session, shop.buyer_id, 9, clock.now(), post=False)
     with pytest.raises(NothingToRefund), transaction(runtime.sessions) as session:
         refund_order(session, used_up, now=clock.now())  # its stamp is in use (reserved)
     audit_ok(shop)
