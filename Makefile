@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make venv         create $(VENV) and install emeterai[dev] (editable)"
 	@echo "make system-deps  install poppler-utils, qpdf, zbar-tools, libnss3-tools if missing"
-	@echo "make run          emeterai init, then serve on http://127.0.0.1:8000"
+	@echo "make run          emeterai init, then a worker and the server on http://127.0.0.1:8000"
 	@echo "make check        ruff format --check, ruff check, mypy"
 	@echo "make fmt          ruff format, ruff check --fix"
 	@echo "make test         check + pytest against SQLite and PostgreSQL"
@@ -35,8 +35,12 @@ system-deps:
 
 # Payments run against the channel sandbox when developing locally.
 run: export EMETERAI_PAYMENTS_SANDBOX := 1
+# One background worker runs bulk jobs (and hourly retention) beside the server; it stops
+# with it.
 run: venv
 	$(BIN)/emeterai init
+	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/emeterai worker --processes 1 & worker=$$!; \
 	$(BIN)/emeterai serve --host 127.0.0.1 --port 8000
 
 test: venv system-deps
