@@ -417,7 +417,8 @@ async def queue_position(request: Request) -> JSONResponse:
     return JSONResponse(view, headers={"Cache-Control": "no-store"})
 
 
-async def _status(request: Request) -> dict[str, Any]:
+async def cached_status(request: Request) -> dict[str, Any]:
+    """The status figures, cached a few seconds per process (the API and the page)."""
     room = _room(request)
     cached = getattr(request.app.state, "status_cache", None)
     now = time.time()
@@ -441,7 +442,7 @@ async def _status(request: Request) -> dict[str, Any]:
 @router.get("/api/v1/status", tags=["admission"])
 async def service_status(request: Request) -> dict[str, Any]:
     """Public: the line now, availability over the last 24 hours, recent incidents."""
-    return await _status(request)
+    return await cached_status(request)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -8,7 +8,6 @@ names (`view`, `refresh_s`, `next_path`, `status`) are those of `api/admission.p
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -19,7 +18,6 @@ from emeterai.web.pages import page_for, safe_next
 
 router = APIRouter(include_in_schema=False)
 TICKET_COOKIE = "emeterai_ticket"  # the admission middleware's cookie
-STATUS_CACHE_S = 5.0
 REFRESH_MIN_S, REFRESH_MAX_S = 5, 60
 
 
@@ -68,27 +66,10 @@ async def queue_page(request: Request) -> Response:
 
 
 async def service_status(request: Request) -> dict[str, Any]:
-    """The same figures as `GET /api/v1/status`, cached a few seconds per process."""
-    from emeterai.admission.status import build_status
+    """The same figures as `GET /api/v1/status`."""
+    from emeterai.api.admission import cached_status
 
-    room = request.app.state.waiting_room
-    cached = getattr(request.app.state, "status_cache", None)
-    now = time.time()
-    if cached is not None and now - cached[0] < STATUS_CACHE_S:
-        status: dict[str, Any] = cached[1]
-        return status
-    now_ms = int(now * 1000)
-    samples = await asyncio.to_thread(room.store.samples_since, now_ms - 24 * 3600 * 1000)
-    status = build_status(
-        room.snapshot,
-        samples,
-        now_ms=now_ms,
-        rate_per_s=room.global_rate_per_s(),
-        eta_s=room.new_arrival_eta_s(),
-        admission_enabled=request.app.state.admission.enabled,
-    )
-    request.app.state.status_cache = (now, status)
-    return status
+    return await cached_status(request)
 
 
 @router.get("/status")
