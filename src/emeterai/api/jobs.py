@@ -79,7 +79,11 @@ class JobPage(BaseModel):
     next_before_id: int | None
 
 
-async def _read_files(files: list[UploadFile], bytes_max: int) -> list[tuple[str, bytes]]:
+async def read_batch(
+    files: list[UploadFile], bytes_max: int, *, skip_empty: bool = False
+) -> list[tuple[str, bytes]]:
+    """Every file with its name, the batch bounded as it streams in. A web form sends an
+    empty part for an unused file input: `skip_empty` drops those."""
     read: list[tuple[str, bytes]] = []
     total = 0
     for upload in files:
@@ -89,6 +93,8 @@ async def _read_files(files: list[UploadFile], bytes_max: int) -> list[tuple[str
             if total > bytes_max:
                 raise BatchTooLarge(f"the batch holds more than {bytes_max} bytes, the limit")
             chunks.append(chunk)
+        if skip_empty and not chunks:
+            continue
         read.append((upload.filename or f"document-{len(read) + 1}.pdf", b"".join(chunks)))
     return read
 
@@ -122,7 +128,7 @@ async def submit_job(
     for value in (x, y):
         if value is not None and not math.isfinite(value):
             raise InvalidPositions("a coordinate must be a finite number of points")
-    uploaded = await _read_files(files, limits.bytes_max)
+    uploaded = await read_batch(files, limits.bytes_max)
 
     def work() -> Any:
         documents = bulk_documents(

@@ -16,8 +16,9 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from emeterai.api.jobs import read_batch
 from emeterai.db import transaction
-from emeterai.errors import BatchTooLarge, EmeteraiError, InvalidPositions
+from emeterai.errors import EmeteraiError, InvalidPositions
 from emeterai.web.i18n import N_
 from emeterai.web.pages import Page, check_csrf, page_for
 
@@ -26,7 +27,6 @@ JOBS_SHOWN = 10
 FINAL = frozenset({"completed", "dead"})
 # Bottom-left is 36 pt (half an inch) from both edges, like the default bottom-right.
 BOTTOM_LEFT_PT = 36.0
-UPLOAD_CHUNK_BYTES = 1024 * 1024
 
 JOB_STATE_TEXT = {
     "queued": N_("Waiting to start"),
@@ -47,22 +47,6 @@ def _limits(request: Request) -> Any:
     from emeterai.api.jobs import job_limits
 
     return job_limits(request)
-
-
-async def _read_files(files: list[UploadFile], bytes_max: int) -> list[tuple[str, bytes]]:
-    """Every file, the batch bounded as it streams in."""
-    read: list[tuple[str, bytes]] = []
-    total = 0
-    for upload in files:
-        chunks: list[bytes] = []
-        while chunk := await upload.read(UPLOAD_CHUNK_BYTES):
-            total += len(chunk)
-            if total > bytes_max:
-                raise BatchTooLarge(f"the batch holds more than {bytes_max} bytes, the limit")
-            chunks.append(chunk)
-        if chunks or upload.filename:
-            read.append((upload.filename or f"document-{len(read) + 1}.pdf", b"".join(chunks)))
-    return [(name, data) for name, data in read if data]
 
 
 def _form_context(page: Page, **values: Any) -> dict[str, Any]:
@@ -131,7 +115,7 @@ async def bulk_submit(
     try:
         check_csrf(view, csrf_token)
         x_pt, y_pt = _position(corner, x, y)
-        uploaded = await _read_files(files, limits.bytes_max)
+        uploaded = await read_batch(files, limits.bytes_max, skip_empty=True)
 
         def work() -> int:
             documents = bulk_documents(
