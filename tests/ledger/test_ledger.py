@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from emeterai.accounts import create_account
 from emeterai.db import make_engine, make_sessions, transaction
@@ -20,6 +21,7 @@ from emeterai.errors import (
 )
 from emeterai.ledger import (
     LedgerAccount,
+    Transfer,
     balance_of,
     expire_due,
     post_pending,
@@ -31,6 +33,20 @@ from emeterai.migrate import upgrade_database
 from emeterai.quota import add_quota, issuer_supply, quota_accounts, quota_balance
 from emeterai.runtime import Runtime
 from tests.conftest import FixedClock
+
+
+def _hold(
+    session: Session, debit_id: int, credit_id: int, now: datetime, *, seconds: int = 60
+) -> Transfer:
+    """Reserve one unit from debit to credit for `seconds`."""
+    return reserve(
+        session,
+        debit_account_id=debit_id,
+        credit_account_id=credit_id,
+        amount=1,
+        now=now,
+        expires_at=now + timedelta(seconds=seconds),
+    )
 
 
 def _user(runtime: Runtime, email: str = "a@example.id") -> int:
@@ -57,26 +73,9 @@ def test_reserve_counts_as_spent_and_settles_once(runtime: Runtime, clock: Fixed
         add_quota(session, user, 2, reference="r", now=now)
         accounts = quota_accounts(session, user, now=now)
         quota_id, used_id = accounts.quota.id, accounts.used.id
-        holds = [
-            reserve(
-                session,
-                debit_account_id=quota_id,
-                credit_account_id=used_id,
-                amount=1,
-                now=now,
-                expires_at=now + timedelta(seconds=60),
-            ).id
-            for _ in range(2)
-        ]
+        holds = [_hold(session, quota_id, used_id, now).id for _ in range(2)]
         with pytest.raises(ExceedsCredits):
-            reserve(
-                session,
-                debit_account_id=quota_id,
-                credit_account_id=used_id,
-                amount=1,
-                now=now,
-                expires_at=now + timedelta(seconds=60),
-            )
+            _hold(session, quota_id, used_id, now)
         assert balance_of(session, quota_id).available == 0
     with transaction(runtime.sessions) as session:
         first = post_pending(session, holds[0], now=now)
@@ -98,14 +97,7 @@ def test_expired_reservation_returns_and_cannot_be_posted(
     with transaction(runtime.sessions) as session:
         add_quota(session, user, 1, reference="r", now=now)
         accounts = quota_accounts(session, user, now=now)
-        hold = reserve(
-            session,
-            debit_account_id=accounts.quota.id,
-            credit_account_id=accounts.used.id,
-            amount=1,
-            now=now,
-            expires_at=now + timedelta(seconds=10),
-        ).id
+        hold = _hold(session, accounts.quota.id, accounts.used.id, now, seconds=10).id
     clock.advance(11)
     with transaction(runtime.sessions) as session, pytest.raises(ReservationExpired):
         post_pending(session, hold, now=clock.now())
@@ -150,14 +142,7 @@ def test_database_refuses_a_second_settlement(runtime: Runtime) -> None:
     with transaction(runtime.sessions) as session:
         add_quota(session, user, 1, reference="r", now=now)
         accounts = quota_accounts(session, user, now=now)
-        hold = reserve(
-            session,
-            debit_account_id=accounts.quota.id,
-            credit_account_id=accounts.used.id,
-            amount=1,
-            now=now,
-            expires_at=now + timedelta(seconds=60),
-        )
+        hold = _hold(session, accounts.quota.id, accounts.used.id, now)
         post_pending(session, hold.id, now=now)
     with pytest.raises(IntegrityError), transaction(runtime.sessions) as session:
         session.execute(
@@ -188,14 +173,7 @@ def test_parallel_reservations_never_overdraw_postgres(postgres_url: str) -> Non
         barrier.wait()
         try:
             with transaction(sessions) as session:
-                reserve(
-                    session,
-                    debit_account_id=quota_id,
-                    credit_account_id=used_id,
-                    amount=1,
-                    now=now,
-                    expires_at=now + timedelta(seconds=60),
-                )
+                _hold(session, quota_id, used_id, now)
             outcomes.append("ok")
         except ExceedsCredits:
             outcomes.append("refused")
