@@ -25,35 +25,78 @@ def controller(**overrides: float) -> CapacityController:
     return CapacityController(**values)  # type: ignore[arg-type]
 
 
-def test_slow_stamps_decrease_the_rate_then_cooldown() -> None:
+def test_slow_stamps_decrease_the_rate_then_wait_for_fresh_latencies() -> None:
     c = controller()
     for i in range(20):
-        c.observe(3.0, stamp=True, now=100 + i * 0.01)
+        c.observe(1.5, stamp=True, now=100 + i * 0.01)  # over 60% of the 2 s target
     assert c.update(101, waiting=50, utilisation=1.0).decision == "decrease"
-    assert c.rate_per_s == pytest.approx(8.5)
+    assert c.rate_per_s == pytest.approx(7.5)
+    for i in range(20):
+        c.observe(1.5, stamp=True, now=101.5 + i * 0.01)
     assert c.update(102, waiting=50, utilisation=1.0).decision == "hold"  # cooldown
     assert c.update(103.5, waiting=50, utilisation=1.0).decision == "decrease"
 
 
-def test_busy_refusals_decrease_the_rate() -> None:
+def test_busy_refusals_or_a_backlog_of_admitted_work_decrease_the_rate() -> None:
     c = controller()
     for i in range(10):
         c.observe_admitted(100 + i * 0.01)
         c.observe_busy(100 + i * 0.01)
     assert c.update(101, waiting=5, utilisation=1.0).decision == "decrease"
+    assert c.rate_per_s == pytest.approx(9.0)
+    piled = controller()
+    state = piled.update(101, waiting=5, utilisation=1.0, backlog=1.0)
+    assert state.decision == "decrease" and state.demand == 2.0
 
 
-def test_idle_slots_with_people_waiting_increase_the_rate() -> None:
+def test_idle_slots_increase_the_rate_while_the_admitted_come() -> None:
     c = controller()
     for i in range(20):
         c.observe(0.3, stamp=True, now=100 + i * 0.01)
+    for i in range(60):
+        c.observe_shown(96.5 + i * 0.075)  # 12 a second came in: more than 60% of 10
     assert c.update(101, waiting=10, utilisation=0.5).decision == "increase"
-    assert c.rate_per_s == pytest.approx(10.5)
+    assert c.rate_per_s == pytest.approx(11.5)
     assert c.update(102, waiting=0, utilisation=0.1).decision == "hold"  # nobody waits
+    # Busy slots and quick stamps: probe upwards gently.
+    assert c.update(102.5, waiting=10, utilisation=1.0).decision == "probe"
+
+
+def test_no_increase_while_the_admitted_stay_away() -> None:
+    c = controller()
+    for i in range(20):
+        c.observe(0.3, stamp=True, now=100 + i * 0.01)
+    c.observe_shown(100.5)  # the frontier moves at 10 a second, one came
+    assert c.update(101, waiting=10, utilisation=0.1).decision == "hold"
+    assert c.rate_per_s == 10.0
+
+
+def test_slots_measure_the_work_in_flight_over_time() -> None:
+    now = [0.0]
+
+    async def scenario() -> tuple[tuple[float, float], tuple[float, float]]:
+        slots = Slots(2, waiters_max=4, clock=lambda: now[0])
+        assert await slots.acquire(0)
+        now[0] = 1.0  # one of two slots taken for a second
+        first = slots.load()
+        assert await slots.acquire(0)
+        waiter = asyncio.create_task(slots.acquire(5))
+        await asyncio.sleep(0)
+        now[0] = 2.0  # both taken and one waiting, for a second
+        second = slots.load()
+        slots.release()
+        await waiter
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first == pytest.approx((0.5, 0.0))
+    assert second == pytest.approx((1.0, 0.5))
 
 
 def test_rate_stays_within_bounds_and_pinned_rate_holds() -> None:
     c = controller(rate_max_per_s=10.5)
+    for i in range(60):
+        c.observe_shown(0.5 + i * 0.01)
     c.update(1, waiting=10, utilisation=0.0)
     assert c.rate_per_s == 10.5
     pinned = controller(pinned_per_s=3.0)
@@ -98,11 +141,13 @@ def test_distribute_is_strict_priority_with_a_share_for_lower_lanes() -> None:
         distribute(1, [-1, 0, 0], served_before=0)
 
 
-def test_retry_after_is_short_near_the_head_and_capped() -> None:
+def test_retry_after_is_early_near_the_head_spread_and_capped() -> None:
     assert retry_after_for(0.2) == 1
-    assert retry_after_for(4.2) == 5
-    assert retry_after_for(100) == 10
-    assert 5 <= retry_after_for(8) <= 8
+    assert retry_after_for(4.2) == 3
+    assert retry_after_for(20) == 10
+    assert retry_after_for(1000) == 30
+    spread = {retry_after_for(30) for _ in range(200)}
+    assert min(spread) >= 21 and max(spread) <= 27 and len(spread) > 2
 
 
 def test_slots_bound_the_holders_and_the_waiters() -> None:

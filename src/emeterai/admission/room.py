@@ -8,6 +8,7 @@ periodic tick that advances the frontier. See docs/admission.md.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import re
@@ -16,6 +17,7 @@ import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,13 +46,19 @@ __all__ = [
     "retry_after_for",
 ]
 
+log = logging.getLogger("emeterai.admission")
 Outcome = Literal["admit", "queued", "rate_limited"]
-SNAPSHOT_REFRESH_S = 0.05
+# A holder not yet admitted by this process's view of the frontier is answered from a
+# view at most this old: another process may have moved the frontier since.
+SNAPSHOT_FRESH_S = 0.2
 RATE_WINDOW_S = 5.0
 RECENT_TICKETS_MAX = 10_000
 # Short enough that admitted holders come back close to their turn: a frontier that
 # passed people who are still asleep leaves capacity idle, then brings them all at once.
-RETRY_AFTER_MAX_S = 10
+RETRY_AFTER_MAX_S = 30
+NEAR_S = 20
+# Requests held open at once per process, waiting for a turn due within `hold_s`.
+HELD_MAX = 64
 TICK_STALE_S = 5.0
 _TOKEN = re.compile(r"^emt_([a-z2-7]{16})_[A-Za-z0-9_-]{43}$")
 SESSION_LENGTH_MAX = 64
@@ -78,10 +86,14 @@ class Verdict:
 
 
 def retry_after_for(eta_s: float) -> int:
-    """Near the head, come back when due; far back, a little early (the ETA drifts)."""
-    if eta_s <= 5:
-        return max(1, math.ceil(eta_s))
-    return min(RETRY_AFTER_MAX_S, math.ceil(eta_s * 0.9))
+    """Near the head, come back at half the ETA (a faster frontier must not pass people
+    who are asleep: it would leave capacity idle, then bring them all at once); far back,
+    at 80% of it, at most RETRY_AFTER_MAX_S, spread by a little jitter so that a crowd
+    told to wait at the same moment does not come back at the same moment."""
+    if eta_s <= NEAR_S:
+        return max(1, math.ceil(eta_s / 2))
+    spread = 0.7 + 0.2 * secrets.randbelow(1001) / 1000
+    return min(RETRY_AFTER_MAX_S, max(NEAR_S // 2, math.ceil(eta_s * spread)))
 
 
 def lane_of_token(sessions: sessionmaker[Session], token: str) -> int:
@@ -149,7 +161,7 @@ class WaitingRoom:
             rate_max_per_s=settings.rate_max_per_s,
             pinned_per_s=settings.rate_per_s,
         )
-        self.slots = Slots(inflight_max, waiters_max=2 * inflight_max)
+        self.slots = Slots(inflight_max, waiters_max=3 * inflight_max)
         self.other_slots = Slots(settings.other_inflight_max, waiters_max=0)
         keys_max = settings.limiter_keys_max
         self.binding_limiter = KeyedRateLimiter(
@@ -170,9 +182,11 @@ class WaitingRoom:
         self.snapshot = Snapshot((0, 0, 0), (0, 0, 0), 0.0, 0)
         self._snapshot_at = 0.0
         self._history: deque[tuple[float, float]] = deque(maxlen=512)
-        self._refresh_lock = asyncio.Lock()
+        # Ticks and frontier reads get a thread of their own, so that a burst of arrivals
+        # (which use the default executor) never delays the frontier.
+        self._frontier_thread = ThreadPoolExecutor(1, thread_name_prefix="admission-frontier")
+        self._refreshing: asyncio.Future[None] | None = None
         self._classify_slots = asyncio.Semaphore(4)
-        self._utilisation: list[float] = []
         self.minute = MinuteCounters()
         self.ticked_at = 0.0
         self.held = 0
@@ -196,7 +210,6 @@ class WaitingRoom:
             rate * dt_s, burst=max(1.0, rate), now_ms=int(self.clock() * 1000)
         )
         self._accept_snapshot(snapshot)
-        self._utilisation.append(self.slots.in_use / self.slots.limit)
         self.ticked_at = self.clock()
         return snapshot
 
@@ -204,10 +217,21 @@ class WaitingRoom:
         return self.clock() - self.ticked_at < TICK_STALE_S
 
     def control(self) -> None:
-        utilisation = sum(self._utilisation) / len(self._utilisation) if self._utilisation else 0.0
-        self._utilisation.clear()
-        self.controller.update(
-            self.clock(), waiting=self.snapshot.queue_length, utilisation=utilisation
+        utilisation, backlog = self.slots.load()
+        state = self.controller.update(
+            self.clock(),
+            waiting=self.snapshot.queue_length,
+            utilisation=utilisation,
+            backlog=backlog,
+        )
+        log.debug(
+            "admission control: %s rate=%.2f/s p99=%.3fs demand=%.2f busy=%.2f waiting=%d",
+            state.decision,
+            state.rate_per_s,
+            state.p99_s,
+            state.demand,
+            state.busy_share,
+            self.snapshot.queue_length,
         )
 
     def global_rate_per_s(self) -> float:
@@ -233,13 +257,34 @@ class WaitingRoom:
     def new_arrival_eta_s(self) -> float:
         return self.eta_s(self.snapshot.queue_length)
 
-    async def _refresh(self) -> None:
-        if self.clock() - self._snapshot_at < SNAPSHOT_REFRESH_S or self._refresh_lock.locked():
+    async def run_tick(self, dt_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._frontier_thread, self.tick, dt_s)
+
+    async def _read_snapshot(self) -> None:
+        now_ms = int(self.clock() * 1000)
+        loop = asyncio.get_running_loop()
+        try:
+            snapshot = await loop.run_in_executor(
+                self._frontier_thread, lambda: self.store.snapshot(now_ms=now_ms)
+            )
+        except Exception as error:  # a busy store: answer from the view we have
+            log.warning("admission snapshot failed: %s", type(error).__name__)
             return
-        async with self._refresh_lock:
-            now_ms = int(self.clock() * 1000)
-            snapshot = await asyncio.to_thread(self.store.snapshot, now_ms=now_ms)
-            self._accept_snapshot(snapshot)
+        self._accept_snapshot(snapshot)
+
+    async def _refresh(self) -> None:
+        """Make the frontier view at most SNAPSHOT_FRESH_S old (one read shared by all
+        the requests that need it at the same moment)."""
+        if self.clock() - self._snapshot_at < SNAPSHOT_FRESH_S:
+            return
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._read_snapshot())
+        await asyncio.shield(self._refreshing)
+
+    def close(self) -> None:
+        self._frontier_thread.shutdown(wait=True)
+        self.store.close()
 
     # --- tickets -------------------------------------------------------------------
 
@@ -288,6 +333,7 @@ class WaitingRoom:
         if not ticket.is_pass:
             ticket = self.keys.admit(ticket, now_ms=int(self.clock() * 1000))
             self._remember(ticket)
+            self.controller.observe_shown(self.clock())
         return Verdict("admit", ticket, 0, 0, 0.0, session)
 
     async def decide(self, facts: RequestFacts) -> Verdict:
@@ -314,11 +360,9 @@ class WaitingRoom:
             lane = LANE_PROGRESS  # a pass ran out in the middle of someone's work
         elif ticket is not None:
             if ticket.seq > self.snapshot.admitted[ticket.lane]:
-                # Near the head, another process may have moved the frontier since our
-                # last tick: look once more rather than send the holder away.
-                near = self.global_rate_per_s() * 2 * self.settings.tick_s + 1
-                if self.position_of(ticket) <= near:
-                    await self._refresh()
+                # Another process may have moved the frontier since our last look: never
+                # send a holder away on a stale view (FIFO across processes).
+                await self._refresh()
             if ticket.seq <= self.snapshot.admitted[ticket.lane]:
                 return self._admit(ticket, new_session)
             return await self._hold_or_queue(ticket, new_session)
@@ -344,11 +388,7 @@ class WaitingRoom:
         """Hold a request whose turn is due within `hold_s` (a bounded number of them);
         anyone else is told when to come back."""
         hold_s = self.settings.hold_s
-        if (
-            hold_s <= 0
-            or self.held >= 2 * self.slots.limit
-            or self.eta_s(self.position_of(ticket)) > hold_s
-        ):
+        if hold_s <= 0 or self.held >= HELD_MAX or self.eta_s(self.position_of(ticket)) > hold_s:
             return self._queued(ticket, session)
         self.held += 1
         started = time.monotonic()

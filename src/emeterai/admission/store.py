@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from emeterai.admission.tickets import LANE_NEW, LANES
-from emeterai.db import NAMING_CONVENTION, is_sqlite, make_engine
+from emeterai.db import NAMING_CONVENTION, READ_ONLY_OPTION, is_sqlite, make_engine
 
 __all__ = [
     "AdmissionStore",
@@ -198,6 +198,10 @@ class AdmissionStore:
             budget_total=budget_total,
         )
 
+    def _reading(self) -> Connection:
+        """A connection for reads only: on SQLite no write lock (WAL gives a snapshot)."""
+        return self.engine.connect().execution_options(**{READ_ONLY_OPTION: True})
+
     def arrive(self, lane: int, *, now_ms: int) -> tuple[int, bool, Snapshot]:
         """Take the next number in `lane`. If nobody waits ahead and credit is left, the
         arrival is admitted at once. Returns (seq, admitted now, snapshot)."""
@@ -255,7 +259,7 @@ class AdmissionStore:
             return self._snapshot(issued, admitted, credit, now_ms, budget_total)
 
     def snapshot(self, *, now_ms: int) -> Snapshot:
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             state = connection.execute(
                 select(state_table.c.credit, state_table.c.budget_total).where(
                     state_table.c.id == 1
@@ -297,7 +301,7 @@ class AdmissionStore:
             connection.execute(statement)
 
     def samples_since(self, since_ms: int) -> list[Sample]:
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             rows = connection.execute(
                 select(samples_table)
                 .where(samples_table.c.minute_ms >= since_ms)

@@ -95,7 +95,7 @@ async def _tick_forever(room: WaitingRoom, metrics: Metrics) -> None:
         await asyncio.sleep(room.settings.tick_s)
         now = time.monotonic()
         try:
-            await asyncio.to_thread(room.tick, min(now - last, 2.0))
+            await room.run_tick(min(now - last, 2.0))
         except Exception as error:  # a busy store is retried on the next tick
             log.warning("admission tick failed: %s", type(error).__name__)
         last = now
@@ -119,7 +119,7 @@ async def admission_lifespan(
     room = build_waiting_room(settings, admission, sessions=readers)
     app.state.waiting_room = room
     app.state.admission = admission
-    await asyncio.to_thread(room.tick, 0.0)
+    await room.run_tick(0.0)
     ticker = asyncio.create_task(_tick_forever(room, app.state.metrics))
     try:
         yield
@@ -129,7 +129,7 @@ async def admission_lifespan(
             await ticker
         with suppress(Exception):
             await asyncio.to_thread(room.flush_samples)
-        room.store.close()
+        room.close()
         readers.kw["bind"].dispose()
 
 

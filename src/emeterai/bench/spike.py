@@ -1,7 +1,8 @@
 """`emeterai bench spike`: the September 2024 surge, replayed against a real server.
 
 1. Start `emeterai serve` (N workers) on loopback, on SQLite or PostgreSQL.
-2. Measure the capacity in applicants per second, closed-loop, without overload.
+2. Measure the capacity in applicants per second, closed-loop, without overload, on a
+   server with the waiting room off (nothing but the server limits it).
 3. Drive an open-loop schedule from separate processes: arrivals rise exponentially
    towards a deadline, from half the capacity up to `overload` times it (CASN-shaped:
    most demand comes last). Arrival times follow the schedule, never the server.
@@ -664,23 +665,29 @@ def run_spike(
     series: dict[str, Any] = {}
     modes = [True, False] if compare_no_admission else [True]
     capacity = capacity_per_s
+    if capacity is None:
+        # The server's own capacity: measured with the waiting room off, so that nothing
+        # but the server limits it (the bar the waiting room is held to).
+        concurrency = capacity_concurrency or 6 * workers
+        progress(f"measuring capacity for {capacity_s:.0f} s, {concurrency} at a time")
+        server = start_server(env, workers, admission=False, log=log)
+        try:
+            tokens = create_applicants(url, max(concurrency * 40, 50), "capacity")
+            capacity, _ = measure_capacity(
+                server,
+                tokens,
+                seconds=capacity_s,
+                concurrency=concurrency,
+                processes=load_processes,
+            )
+        finally:
+            server.stop()
+        progress(f"capacity: {capacity:.2f} applicants/s")
     for admission in modes:
         name = "admission" if admission else "no_admission"
         progress(f"{name}: starting {workers} worker(s)")
         server = start_server(env, workers, admission=admission, log=log)
         try:
-            if capacity is None:
-                concurrency = capacity_concurrency or 6 * workers
-                progress(f"measuring capacity for {capacity_s:.0f} s, {concurrency} at a time")
-                tokens = create_applicants(url, max(concurrency * 40, 50), "capacity")
-                capacity, _ = measure_capacity(
-                    server,
-                    tokens,
-                    seconds=capacity_s,
-                    concurrency=concurrency,
-                    processes=load_processes,
-                )
-                progress(f"capacity: {capacity:.2f} applicants/s")
             schedule = arrival_schedule(capacity, duration_s, overload)
             progress(f"{name}: {len(schedule)} applicants over {duration_s:.0f} s")
             made = create_applicants(url, len(schedule), f"{name}-{secrets.token_hex(3)}")

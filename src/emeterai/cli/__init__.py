@@ -142,6 +142,9 @@ def serve(
             workers=workers,
             log_level="info",
             timeout_graceful_shutdown=30,
+            # Longer than clients keep idle connections (httpx 5 s), so that a reused
+            # connection is never closed under a request in flight.
+            timeout_keep_alive=20,
         )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
