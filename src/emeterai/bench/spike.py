@@ -173,7 +173,9 @@ class Applicant:
                     key = (fields[0], fields[1])
                     if key not in self.admitted_seqs:
                         self.admitted_seqs.add(key)
-                        self.result.tickets.append((fields[0], fields[1], sent, "admit"))
+                        # Admitted when the hold ended, not when the request was sent.
+                        admitted_at = sent + held_s
+                        self.result.tickets.append((fields[0], fields[1], admitted_at, "admit"))
             if response.status_code == 429 or response.status_code >= 500:
                 retry = float(response.headers.get("retry-after", "1") or 1)
                 if response.status_code == 429:
