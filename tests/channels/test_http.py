@@ -42,11 +42,17 @@ def make_user(server: Server) -> tuple[str, str]:
 
 
 def order(server: Server, channel: dict[str, Any], email: str, count: int) -> dict[str, Any]:
-    response = httpx.post(
-        f"{server.base_url}/api/v1/channels/orders",
-        json={"email": email, "count": count},
-        headers={"Authorization": f"Bearer {channel['api_key']}"},
-    )
+    headers = {"Authorization": f"Bearer {channel['api_key']}"}
+    for _ in range(20):  # as docs/admission.md says: after a 429, wait Retry-After, repeat
+        response = httpx.post(
+            f"{server.base_url}/api/v1/channels/orders",
+            json={"email": email, "count": count},
+            headers=headers,
+        )
+        if response.status_code != 429:
+            break
+        headers["X-Queue-Ticket"] = response.headers.get("x-queue-ticket", "")
+        time.sleep(float(response.headers["retry-after"]))
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     assert body["status"] == "awaiting_payment" and {"order_id", "amount_rupiah"} <= set(body)

@@ -57,8 +57,6 @@ RECENT_TICKETS_MAX = 10_000
 # passed people who are still asleep leaves capacity idle, then brings them all at once.
 RETRY_AFTER_MAX_S = 30
 NEAR_S = 20
-# Requests held open at once per process, waiting for a turn due within `hold_s`.
-HELD_MAX = 64
 TICK_STALE_S = 5.0
 _TOKEN = re.compile(r"^emt_([a-z2-7]{16})_[A-Za-z0-9_-]{43}$")
 SESSION_LENGTH_MAX = 64
@@ -388,7 +386,11 @@ class WaitingRoom:
         """Hold a request whose turn is due within `hold_s` (a bounded number of them);
         anyone else is told when to come back."""
         hold_s = self.settings.hold_s
-        if hold_s <= 0 or self.held >= HELD_MAX or self.eta_s(self.position_of(ticket)) > hold_s:
+        if (
+            hold_s <= 0
+            or self.held >= 2 * self.slots.limit
+            or self.eta_s(self.position_of(ticket)) > hold_s
+        ):
             return self._queued(ticket, session)
         self.held += 1
         started = time.monotonic()
