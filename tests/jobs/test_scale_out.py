@@ -137,6 +137,10 @@ def test_two_api_and_two_worker_processes_stamp_everything_exactly_once(
                 time.sleep(0.02)
             os.kill(pid, signal.SIGKILL)
             assert workers[0].wait(timeout=10) == -signal.SIGKILL
+            # The worker may have finished the document between the look and the kill.
+            ((state_at_kill,),) = _query(
+                postgres_url, "SELECT state FROM job_items WHERE id = :id", id=held[0][0]
+            )
             single_serials = list(singles)
 
         for job_id, token in jobs.items():
@@ -186,7 +190,9 @@ def test_two_api_and_two_worker_processes_stamp_everything_exactly_once(
         " LEFT JOIN stamps s ON s.serial = i.serial WHERE i.id = :id GROUP BY i.id",
         id=held[0][0],
     )
-    assert (state, stamps) == ("stamped", 1) and int(str(attempts)) >= 2
+    assert (state, stamps) == ("stamped", 1)
+    if state_at_kill == "running":  # killed while holding it: another attempt finished it
+        assert int(str(attempts)) >= 2
     assert (
         _query(
             postgres_url,
