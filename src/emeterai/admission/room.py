@@ -86,7 +86,7 @@ class Verdict:
 def retry_after_for(eta_s: float) -> int:
     """Near the head, come back at half the ETA (a faster frontier must not pass people
     who are asleep: it would leave capacity idle, then bring them all at once); far back,
-    at 80% of it, at most RETRY_AFTER_MAX_S, spread by a little jitter so that a crowd
+    at 70-90% of it (at random), at most RETRY_AFTER_MAX_S, so that a crowd
     told to wait at the same moment does not come back at the same moment."""
     if eta_s <= NEAR_S:
         return max(1, math.ceil(eta_s / 2))
