@@ -145,9 +145,9 @@ def test_retry_after_is_early_near_the_head_spread_and_capped() -> None:
     assert retry_after_for(0.2) == 1
     assert retry_after_for(4.2) == 3
     assert retry_after_for(20) == 10
-    assert retry_after_for(1000) == 30
-    spread = {retry_after_for(30) for _ in range(200)}
-    assert min(spread) >= 21 and max(spread) <= 27 and len(spread) > 2
+    for eta in (30, 1000):  # the spread applies after the cap: a crowd far back spreads out
+        spread = {retry_after_for(eta) for _ in range(300)}
+        assert min(spread) >= 15 and max(spread) <= 27 and len(spread) > 5
 
 
 def test_slots_bound_the_holders_and_the_waiters() -> None:

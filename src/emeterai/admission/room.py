@@ -85,13 +85,14 @@ class Verdict:
 
 def retry_after_for(eta_s: float) -> int:
     """Near the head, come back at half the ETA (a faster frontier must not pass people
-    who are asleep: it would leave capacity idle, then bring them all at once); far back,
-    at 70-90% of it (at random), at most RETRY_AFTER_MAX_S, so that a crowd
-    told to wait at the same moment does not come back at the same moment."""
+    who are asleep: it would leave capacity idle, then bring them all at once). Further
+    back, at 50-90% (at random) of the ETA capped at RETRY_AFTER_MAX_S: the spread comes
+    after the cap, so that a crowd that arrived together, all far from their turn, does
+    not come back together every RETRY_AFTER_MAX_S."""
     if eta_s <= NEAR_S:
         return max(1, math.ceil(eta_s / 2))
-    spread = 0.7 + 0.2 * secrets.randbelow(1001) / 1000
-    return min(RETRY_AFTER_MAX_S, max(NEAR_S // 2, math.ceil(eta_s * spread)))
+    spread = 0.5 + 0.4 * secrets.randbelow(1001) / 1000
+    return max(NEAR_S // 2, math.ceil(min(eta_s, RETRY_AFTER_MAX_S) * spread))
 
 
 def lane_of_token(sessions: sessionmaker[Session], token: str) -> int:
