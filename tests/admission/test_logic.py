@@ -6,7 +6,16 @@ import asyncio
 
 import pytest
 
-from emeterai.admission.controller import CapacityController, percentile
+from emeterai.admission.controller import (
+    CEILING,
+    DEMAND_TARGET,
+    FLOOR,
+    GAIN,
+    STEP_MAX,
+    STEP_MIN,
+    CapacityController,
+    percentile,
+)
 from emeterai.admission.limits import KeyedRateLimiter
 from emeterai.admission.room import retry_after_for
 from emeterai.admission.slots import Slots
@@ -28,25 +37,25 @@ def controller(**overrides: float) -> CapacityController:
 def test_slow_stamps_decrease_the_rate_then_wait_for_fresh_latencies() -> None:
     c = controller()
     for i in range(20):
-        c.observe(1.5, stamp=True, now=100 + i * 0.01)  # over 60% of the 2 s target
+        c.observe(1.8, stamp=True, now=100 + i * 0.01)  # over 75% of the 2 s target
     assert c.update(101, waiting=50, utilisation=1.0).decision == "decrease"
-    assert c.rate_per_s == pytest.approx(7.5)
+    assert c.rate_per_s == pytest.approx(8.5)
     for i in range(20):
-        c.observe(1.5, stamp=True, now=101.5 + i * 0.01)
+        c.observe(1.8, stamp=True, now=101.5 + i * 0.01)
     assert c.update(102, waiting=50, utilisation=1.0).decision == "hold"  # cooldown
     assert c.update(103.5, waiting=50, utilisation=1.0).decision == "decrease"
 
 
-def test_busy_refusals_or_a_backlog_of_admitted_work_decrease_the_rate() -> None:
+def test_work_piling_up_decreases_the_rate_in_proportion() -> None:
     c = controller()
-    for i in range(10):
-        c.observe_admitted(100 + i * 0.01)
-        c.observe_busy(100 + i * 0.01)
-    assert c.update(101, waiting=5, utilisation=1.0).decision == "decrease"
-    assert c.rate_per_s == pytest.approx(9.0)
-    piled = controller()
-    state = piled.update(101, waiting=5, utilisation=1.0, backlog=1.0)
-    assert state.decision == "decrease" and state.demand == 2.0
+    # Every slot taken and three times as many waiting: demand 4, twice the target.
+    state = c.update(101, waiting=5, utilisation=1.0, backlog=3.0)
+    assert state.decision == "decrease" and state.demand == 4.0
+    assert c.rate_per_s == pytest.approx(10 * max(STEP_MIN, (DEMAND_TARGET / 4) ** GAIN))
+    # A little over the target: a small step down.
+    mild = controller()
+    mild.update(101, waiting=5, utilisation=1.0, backlog=1.3)
+    assert mild.rate_per_s == pytest.approx(10 * (DEMAND_TARGET / 2.3) ** GAIN)
 
 
 def test_idle_slots_increase_the_rate_while_the_admitted_come() -> None:
@@ -56,10 +65,32 @@ def test_idle_slots_increase_the_rate_while_the_admitted_come() -> None:
     for i in range(60):
         c.observe_shown(96.5 + i * 0.075)  # 12 a second came in: more than 60% of 10
     assert c.update(101, waiting=10, utilisation=0.5).decision == "increase"
-    assert c.rate_per_s == pytest.approx(11.5)
+    assert c.rate_per_s == pytest.approx(10 * min(STEP_MAX, (DEMAND_TARGET / 0.5) ** GAIN))
     assert c.update(102, waiting=0, utilisation=0.1).decision == "hold"  # nobody waits
-    # Busy slots and quick stamps: probe upwards gently.
-    assert c.update(102.5, waiting=10, utilisation=1.0).decision == "probe"
+    # The demand is smoothed: one busy second after an idle one does not reverse it.
+    assert c.update(102.5, waiting=10, utilisation=1.0).decision == "increase"
+
+
+def test_the_rate_stays_near_the_capacity_measured_while_saturated() -> None:
+    c = controller()
+    for second in range(60):  # saturated: 4 requests per person, 8 requests a second
+        now = 100.0 + second
+        for i in range(8):
+            c.observe(0.3, stamp=True, now=now + i / 8)
+        for i in range(2):
+            c.observe_shown(now + i / 2)
+        c.update(now + 1, waiting=100, utilisation=1.0, backlog=3.0)
+    assert c.capacity_per_s == pytest.approx(2.0, rel=0.05)
+    # Draining the backlog never takes the rate below FLOOR x capacity.
+    assert c.rate_per_s == pytest.approx(FLOOR * c.capacity_per_s, rel=0.01)
+    # Nor does a lull take it above CEILING x capacity (which then grows a little).
+    for second in range(60, 90):
+        now = 100.0 + second
+        for i in range(3):
+            c.observe_shown(now + i / 3)
+        c.update(now + 1, waiting=100, utilisation=0.1)
+    assert c.rate_per_s <= CEILING * c.capacity_per_s + 1e-9
+    assert c.capacity_per_s > 2.0
 
 
 def test_no_increase_while_the_admitted_stay_away() -> None:

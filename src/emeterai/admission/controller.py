@@ -4,11 +4,13 @@ Each process measures what it finished itself and sets its own admission rate; t
 shared frontier advances at the sum of the processes' rates (see store.tick).
 
 The signal is the process's protected work in flight: slots taken plus admitted requests
-waiting for one, time-weighted over the last second, as a fraction of the slots. Below
-`DEMAND_LOW` the CPU has room and people are waiting: admit more, quickly. Above
-`DEMAND_HIGH`, or when admitted requests found no slot (`BUSY`), admitted work is piling
-up: admit less, gently. The latency of admitted stamps is the guard rail: over
-`SETPOINT` of the target, cut hard. See docs/admission.md.
+waiting for one, time-weighted, as a fraction of the slots (its "demand"). The work is
+CPU-bound, so the process is at capacity when every slot is taken and a little work waits
+for the next: the controller steers the demand towards `DEMAND_TARGET`, in steps
+proportional to the (logarithmic) error. The steps are small because admitted people
+bring their work seconds after the frontier passes them: a controller faster than that
+lag would oscillate. The latency of admitted stamps is the guard rail: over `SETPOINT`
+of the target, cut hard. See docs/admission.md.
 """
 
 from __future__ import annotations
@@ -24,16 +26,32 @@ BUSY_WINDOW_S = 3.0
 SAMPLES_MAX = 4096
 # The p99 the controller steers by, as a fraction of the target: headroom for the lag
 # between an admission and the work it brings.
-SETPOINT = 0.6
-LATENCY_DECREASE = 0.75
-BACKLOG_DECREASE = 0.9
+SETPOINT = 0.75
+LATENCY_DECREASE = 0.85
 DECREASE_COOLDOWN_S = 2.0
-INCREASE = 1.15
-PROBE = 1.03
+# Every slot taken, and as many requests again waiting for one.
+DEMAND_TARGET = 2.0
+DEMAND_FLOOR = 0.2
+DEMAND_SMOOTHING = 0.6  # weight of the newest second
+# Each second: rate *= (target / demand) ** GAIN, within [STEP_MIN, STEP_MAX]. With work
+# arriving some 4 s after its admission, a gain of 0.15 per second settles without
+# ringing (an integrator with a delay is stable while gain x delay < pi / 2).
+GAIN = 0.1
+STEP_MIN = 0.9
+STEP_MAX = 1.1
 INCREASE_MIN_PER_S = 0.05
-BUSY_SHARE_MAX = 0.05
-DEMAND_LOW = 0.9
-DEMAND_HIGH = 1.6
+# While the slots are saturated, what the process completes is its capacity. In people
+# per second: completed protected requests / requests per admitted person (a long-run
+# average, ~1 minute). Steering by demand stays within [FLOOR, CEILING] x that estimate,
+# so that draining a backlog never drives the rate far below what the process serves,
+# nor a lull far above it. Work arrives seconds after its admission; without these
+# bounds the rate swung 5x in 20 s cycles (docs/performance.md, Spike).
+SATURATED = 1.0
+CAPACITY_SMOOTHING = 0.2
+PER_PERSON_SMOOTHING = 1 / 60
+FLOOR = 0.9
+CEILING = 1.3
+CEILING_GROWTH = 1.03  # at the ceiling and still not saturated: the estimate was low
 # Raise the rate only while the people it lets in actually come: holders told to come
 # back later may still be asleep when the frontier passes them, and a rate raised on the
 # idle slots they leave would bring them all at once when they wake.
@@ -84,6 +102,10 @@ class CapacityController:
         self._completed: deque[float] = deque(maxlen=SAMPLES_MAX)
         self._shown: deque[float] = deque(maxlen=SAMPLES_MAX)
         self._last_decrease = -math.inf
+        self._demand: float | None = None
+        self._shown_avg = 0.0
+        self._completed_avg = 0.0
+        self.capacity_per_s: float | None = None  # people per second, once measured
         self.last = ControllerState(self.rate_per_s, 0.0, 0.0, 0.0, 0.0, "start")
 
     def observe(self, latency_s: float, *, stamp: bool, now: float) -> None:
@@ -128,9 +150,38 @@ class CapacityController:
         # The next decision waits for latencies measured at the new rate.
         self._latencies.clear()
 
-    def _increase(self, factor: float) -> None:
-        step = max(INCREASE_MIN_PER_S, (factor - 1) * self.rate_per_s)
-        self.rate_per_s = min(self.rate_max_per_s, self.rate_per_s + step)
+    def _per_person(self) -> float | None:
+        """Protected requests per admitted person, a long-run average."""
+        if self._shown_avg < 0.05 or self._completed_avg <= 0:
+            return None
+        return self._completed_avg / self._shown_avg
+
+    def _measure_capacity(self, demand: float) -> None:
+        shown = len(self._shown) / LATENCY_WINDOW_S
+        self._shown_avg += PER_PERSON_SMOOTHING * (shown - self._shown_avg)
+        self._completed_avg += PER_PERSON_SMOOTHING * (self.completed_per_s() - self._completed_avg)
+        per_person = self._per_person()
+        if demand < SATURATED or per_person is None:
+            return
+        measured = self.completed_per_s() / per_person
+        if self.capacity_per_s is None:
+            self.capacity_per_s = measured
+        self.capacity_per_s += CAPACITY_SMOOTHING * (measured - self.capacity_per_s)
+
+    def _steer(self, step: float, demand: float) -> None:
+        change = self.rate_per_s * (step - 1)
+        if step > 1:
+            change = max(INCREASE_MIN_PER_S, change)
+        rate = self.rate_per_s + change
+        capacity = self.capacity_per_s
+        if capacity is not None:
+            if step < 1:
+                rate = max(rate, min(self.rate_per_s, FLOOR * capacity))
+            elif rate > CEILING * capacity:
+                rate = max(self.rate_per_s, CEILING * capacity)
+                if demand < SATURATED:
+                    self.capacity_per_s = capacity * CEILING_GROWTH
+        self.rate_per_s = min(self.rate_max_per_s, max(self.rate_min_per_s, rate))
 
     def update(
         self, now: float, *, waiting: int, utilisation: float, backlog: float = 0.0
@@ -141,30 +192,26 @@ class CapacityController:
         p99 = self.p99_s()
         attempts = len(self._admitted) + len(self._busy)
         busy_share = len(self._busy) / attempts if attempts else 0.0
-        demand = utilisation + backlog
-        cooled = now - self._last_decrease >= DECREASE_COOLDOWN_S
+        measured = utilisation + backlog
+        if self._demand is None:
+            self._demand = measured
+        self._demand += DEMAND_SMOOTHING * (measured - self._demand)
+        demand = self._demand
+        self._measure_capacity(demand)
         decision = "hold"
         if self.pinned_per_s is not None:
             decision = "pinned"
         elif p99 > SETPOINT * self.target_s:
-            if cooled:
+            if now - self._last_decrease >= DECREASE_COOLDOWN_S:
                 self._decrease(LATENCY_DECREASE, now)
                 decision = "decrease"
-        elif busy_share > BUSY_SHARE_MAX or demand > DEMAND_HIGH:
-            if cooled:
-                self._decrease(BACKLOG_DECREASE, now)
-                decision = "decrease"
-        elif (
-            waiting > 0
-            and not self._busy
-            and len(self._shown) / LATENCY_WINDOW_S >= SHOWN_MIN * self.rate_per_s
-        ):
-            if demand < DEMAND_LOW:
-                self._increase(INCREASE)
-                decision = "increase"
-            elif p99 < SETPOINT * self.target_s / 2:
-                self._increase(PROBE)
-                decision = "probe"
+        elif waiting > 0:
+            step = (DEMAND_TARGET / max(demand, DEMAND_FLOOR)) ** GAIN
+            step = min(STEP_MAX, max(STEP_MIN, step))
+            shown = len(self._shown) / LATENCY_WINDOW_S >= SHOWN_MIN * self.rate_per_s
+            if step < 1 or shown:
+                self._steer(step, demand)
+                decision = "increase" if step > 1 else "decrease"
         self.last = ControllerState(
             rate_per_s=self.rate_per_s,
             p99_s=p99,

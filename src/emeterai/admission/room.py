@@ -51,7 +51,9 @@ Outcome = Literal["admit", "queued", "rate_limited"]
 # A holder not yet admitted by this process's view of the frontier is answered from a
 # view at most this old: another process may have moved the frontier since.
 SNAPSHOT_FRESH_S = 0.2
-RATE_WINDOW_S = 5.0
+# ETAs use the frontier's mean speed over this window, not the controller's latest rate:
+# an ETA from a momentary low sends people to sleep past their turn when the rate recovers.
+RATE_WINDOW_S = 30.0
 RECENT_TICKETS_MAX = 10_000
 # Short enough that admitted holders come back close to their turn: a frontier that
 # passed people who are still asleep leaves capacity idle, then brings them all at once.
@@ -224,9 +226,11 @@ class WaitingRoom:
             backlog=backlog,
         )
         log.debug(
-            "admission control: %s rate=%.2f/s p99=%.3fs demand=%.2f busy=%.2f waiting=%d",
+            "admission control: %s rate=%.2f/s capacity=%.2f/s p99=%.3fs demand=%.2f busy=%.2f"
+            " waiting=%d",
             state.decision,
             state.rate_per_s,
+            self.controller.capacity_per_s or 0.0,
             state.p99_s,
             state.demand,
             state.busy_share,

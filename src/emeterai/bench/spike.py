@@ -717,16 +717,16 @@ def run_spike(
     runs: dict[str, Any] = {}
     series: dict[str, Any] = {}
     modes = [True, False] if compare_no_admission else [True]
-    capacity = capacity_per_s
-    if capacity is None:
+
+    def server_capacity(when: str) -> float:
         # The server's own capacity: measured with the waiting room off, so that nothing
         # but the server limits it (the bar the waiting room is held to).
         concurrency = capacity_concurrency or 6 * workers
-        progress(f"measuring capacity for {capacity_s:.0f} s, {concurrency} at a time")
+        progress(f"measuring capacity ({when}) for {capacity_s:.0f} s, {concurrency} at a time")
         server = start_server(env, workers, admission=False, log=log)
         try:
-            tokens = create_applicants(url, max(concurrency * 40, 50), "capacity")
-            capacity, _ = measure_capacity(
+            tokens = create_applicants(url, max(concurrency * 40, 50), f"capacity-{when}")
+            measured, _ = measure_capacity(
                 server,
                 tokens,
                 seconds=capacity_s,
@@ -735,13 +735,17 @@ def run_spike(
             )
         finally:
             server.stop()
-        progress(f"capacity: {capacity:.2f} applicants/s")
+        progress(f"capacity ({when}): {measured:.2f} applicants/s")
+        return measured
+
+    before = capacity_per_s if capacity_per_s is not None else server_capacity("before")
+    finished: list[tuple[str, list[ApplicantResult], list[tuple[int, str]], Any]] = []
     for admission in modes:
         name = "admission" if admission else "no_admission"
         progress(f"{name}: starting {workers} worker(s)")
         server = start_server(env, workers, admission=admission, log=log)
         try:
-            schedule = arrival_schedule(capacity, duration_s, overload)
+            schedule = arrival_schedule(before, duration_s, overload)
             progress(f"{name}: {len(schedule)} applicants over {duration_s:.0f} s")
             made = create_applicants(url, len(schedule), f"{name}-{secrets.token_hex(3)}")
             origin = time.time() + START_OFFSET_S + 1.0
@@ -765,6 +769,13 @@ def run_spike(
                 monitor.join(timeout=10)
         finally:
             server.stop()
+        finished.append((name, results, made, samples))
+    # Measured again at the end: this machine's speed drifts over minutes (shared cores),
+    # so the bar is the mean of the two, and both are reported.
+    after = capacity_per_s if capacity_per_s is not None else server_capacity("after")
+    capacity = (before + after) / 2
+    report.update(capacity_before_per_s=round(before, 3), capacity_after_per_s=round(after, 3))
+    for name, results, made, samples in finished:
         summary = summarise(
             results, capacity_per_s=capacity, window_start_s=saturation_time_s(duration_s, overload)
         )

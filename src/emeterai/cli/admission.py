@@ -82,6 +82,8 @@ def bench_spike(
         "quota_lost",
         "audit_ok",
     )
+    for key in ("capacity_before_per_s", "capacity_after_per_s"):
+        table.add_row(key, *(str(report.get(key)) for _ in runs))
     for key in keys:
         table.add_row(key, *(str(run.get(key)) for _, run in runs))
     table.add_row("status_counts", *(json.dumps(run["status_counts"]) for _, run in runs))
