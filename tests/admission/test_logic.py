@@ -93,6 +93,21 @@ def test_the_rate_stays_near_the_capacity_measured_while_saturated() -> None:
     assert c.capacity_per_s > 2.0
 
 
+def test_after_a_latency_cut_the_rate_returns_to_the_floor_at_once() -> None:
+    c = controller()
+    c.capacity_per_s = 8.0
+    for now in (101.0, 103.5, 106.0, 108.5):  # slow stamps: four cuts, to 10 x 0.85^4
+        for i in range(20):
+            c.observe(1.8, stamp=True, now=now - 1 + i * 0.01)
+        assert c.update(now, waiting=50, utilisation=1.0).decision == "decrease"
+    assert c.rate_per_s < FLOOR * 8.0
+    # Later the latencies have left the window, the slots idle, the admitted come.
+    for i in range(40):
+        c.observe_shown(116 + i * 0.1)
+    assert c.update(120, waiting=50, utilisation=0.3).decision == "increase"
+    assert c.rate_per_s == pytest.approx(FLOOR * 8.0)
+
+
 def test_no_increase_while_the_admitted_stay_away() -> None:
     c = controller()
     for i in range(20):

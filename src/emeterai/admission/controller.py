@@ -49,8 +49,8 @@ INCREASE_MIN_PER_S = 0.05
 SATURATED = 1.0
 CAPACITY_SMOOTHING = 0.2
 PER_PERSON_SMOOTHING = 1 / 60
-FLOOR = 0.9
-CEILING = 1.3
+FLOOR = 0.95
+CEILING = 1.15
 CEILING_GROWTH = 1.03  # at the ceiling and still not saturated: the estimate was low
 # Raise the rate only while the people it lets in actually come: holders told to come
 # back later may still be asleep when the frontier passes them, and a rate raised on the
@@ -181,6 +181,9 @@ class CapacityController:
                 rate = max(self.rate_per_s, CEILING * capacity)
                 if demand < SATURATED:
                     self.capacity_per_s = capacity * CEILING_GROWTH
+            else:
+                # Back from a latency cut as soon as the work it built up has drained.
+                rate = max(rate, FLOOR * capacity)
         self.rate_per_s = min(self.rate_max_per_s, max(self.rate_min_per_s, rate))
 
     def update(

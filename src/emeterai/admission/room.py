@@ -117,15 +117,20 @@ def lane_of_token(sessions: sessionmaker[Session], token: str) -> int:
         )
         if account_id is None:
             return LANE_NEW
-        quota = session.scalars(
-            select(LedgerAccount).where(LedgerAccount.code == f"user:{account_id}:quota")
+        # Three columns, not the mapped object: this runs for every arrival.
+        quota = session.execute(
+            select(
+                LedgerAccount.credits_posted,
+                LedgerAccount.debits_posted,
+                LedgerAccount.debits_pending,
+            ).where(LedgerAccount.code == f"user:{account_id}:quota")
         ).first()
     if quota is None:
         return LANE_NEW
-    if quota.debits_pending > 0:
+    credits_posted, debits_posted, debits_pending = quota
+    if debits_pending > 0:
         return LANE_PROGRESS
-    available = quota.credits_posted - quota.debits_posted - quota.debits_pending
-    return LANE_PAID if available > 0 else LANE_NEW
+    return LANE_PAID if credits_posted - debits_posted - debits_pending > 0 else LANE_NEW
 
 
 @dataclass
