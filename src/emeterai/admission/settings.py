@@ -35,7 +35,7 @@ class AdmissionSettings(BaseSettings):
     inflight_max: int = Field(default=0, ge=0, le=1024)
     local_wait_s: float = Field(default=1.0, ge=0, le=30)
     # A ticket due within this time is held open until the frontier passes it, rather
-    # than sent away to come back late (bounded: at most 2 x inflight_max held).
+    # than sent away to come back late (bounded: at most 8 x inflight_max held).
     hold_s: float = Field(default=1.5, ge=0, le=10)
     other_inflight_max: int = Field(default=16, ge=1, le=4096)
     pass_ttl_s: int = Field(default=300, ge=5, le=86_400)
