@@ -2,7 +2,8 @@
 
 1. Start `emeterai serve` (N workers) on loopback, on SQLite or PostgreSQL.
 2. Measure the capacity in applicants per second, closed-loop, without overload, on a
-   server with the waiting room off (nothing but the server limits it).
+   server with the waiting room off (nothing but the server limits it); again at the end,
+   since a shared machine's speed drifts: the bar is the mean of the two.
 3. Drive an open-loop schedule from separate processes: arrivals rise exponentially
    towards a deadline, from half the capacity up to `overload` times it (CASN-shaped:
    most demand comes last). Arrival times follow the schedule, never the server.
