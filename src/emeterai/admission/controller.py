@@ -34,7 +34,7 @@ DEMAND_TARGET = 2.0
 DEMAND_FLOOR = 0.2
 DEMAND_SMOOTHING = 0.6  # weight of the newest second
 # Each second: rate *= (target / demand) ** GAIN, within [STEP_MIN, STEP_MAX]. With work
-# arriving some 4 s after its admission, a gain of 0.15 per second settles without
+# arriving some 4 s after its admission, a gain of 0.1 per second settles without
 # ringing (an integrator with a delay is stable while gain x delay < pi / 2).
 GAIN = 0.1
 STEP_MIN = 0.9
