@@ -8,8 +8,8 @@ import re
 import stat
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -180,8 +180,28 @@ def test_refused_input_exits_3_with_its_code_and_charges_nothing(
     assert missing.returncode == 3 and "ACCOUNT_NOT_FOUND" in missing.stderr
 
 
+def release_expired_as_of(database_url: str, email: str, later: datetime) -> None:
+    """What `emeterai quota show` does first (release expired reservations), with the
+    clock moved to `later`: no test waits for a reservation to run out on the wall clock."""
+    from emeterai.accounts import account_by_email
+    from emeterai.db import make_engine, make_sessions, transaction
+    from emeterai.quota import quota_accounts
+    from emeterai.stamping.service import release_expired
+
+    engine = make_engine(database_url)
+    try:
+        with transaction(make_sessions(engine)) as session:
+            account = account_by_email(session, email)
+            accounts = quota_accounts(session, account.id, now=later)
+            release_expired(session, now=later, debit_account_id=accounts.quota.id)
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("point", ["stamp.after_reserve", "stamp.after_sign"])
-def test_crash_before_posting_gives_the_quota_back(funded: Cli, tmp_path: Path, point: str) -> None:
+def test_crash_before_posting_gives_the_quota_back(
+    funded: Cli, tmp_path: Path, database_url: str, point: str
+) -> None:
     source = tmp_path / "surat.pdf"
     source.write_bytes(corpus.letter_a4())
     crashed = funded(
@@ -192,12 +212,14 @@ def test_crash_before_posting_gives_the_quota_back(funded: Cli, tmp_path: Path, 
         "--account",
         "pelamar@example.id",
         EMETERAI_FAULT_POINTS=point,
-        EMETERAI_RESERVATION_TTL_S="2",
+        EMETERAI_RESERVATION_TTL_S="600",
     )
     assert crashed.returncode == -9
     held = funded.quota("pelamar@example.id")
     assert (held["available"], held["reserved"], held["used"]) == (2, 1, 0)
-    time.sleep(2.5)
+    release_expired_as_of(
+        database_url, "pelamar@example.id", datetime.now(UTC) + timedelta(seconds=601)
+    )
     back = funded.quota("pelamar@example.id")
     assert (back["available"], back["reserved"], back["used"]) == (3, 0, 0)
     assert "BROKEN" not in funded.ok("audit")
