@@ -187,13 +187,16 @@ def test_distribute_is_strict_priority_with_a_share_for_lower_lanes() -> None:
         distribute(1, [-1, 0, 0], served_before=0)
 
 
-def test_retry_after_is_early_near_the_head_spread_and_capped() -> None:
+def test_retry_after_aims_into_the_hold_near_the_head_and_spreads_far_back() -> None:
     assert retry_after_for(0.2) == 1
-    assert retry_after_for(4.2) == 3
-    assert retry_after_for(20) == 10
-    for eta in (30, 1000):  # the spread applies after the cap: a crowd far back spreads out
-        spread = {retry_after_for(eta) for _ in range(300)}
-        assert min(spread) >= 15 and max(spread) <= 27 and len(spread) > 5
+    assert retry_after_for(4.2) == 5  # no hold: come back at the turn
+    assert retry_after_for(4.2, hold_s=4) == 3  # due 1.2 s after the return: held
+    assert retry_after_for(20, hold_s=4) == 18
+    assert retry_after_for(1.0, hold_s=4) == 1
+    for eta, low, high in ((30, 15, 27), (1000, 60, 108)):
+        # the spread applies after the cap: a crowd far back spreads out
+        spread = {retry_after_for(eta, hold_s=4) for _ in range(300)}
+        assert min(spread) >= low and max(spread) <= high and len(spread) > 5
 
 
 def test_slots_bound_the_holders_and_the_waiters() -> None:

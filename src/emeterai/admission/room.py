@@ -55,14 +55,14 @@ SNAPSHOT_FRESH_S = 0.2
 # an ETA from a momentary low sends people to sleep past their turn when the rate recovers.
 RATE_WINDOW_S = 30.0
 RECENT_TICKETS_MAX = 10_000
-# Short enough that admitted holders come back close to their turn: a frontier that
-# passed people who are still asleep leaves capacity idle, then brings them all at once.
-RETRY_AFTER_MAX_S = 30
+# Far from the turn, people come back at 50-90% of the ETA, at most this long: every
+# return costs a request, and the ETA is re-read on each, so a changed rate is caught.
+RETRY_AFTER_MAX_S = 120
 NEAR_S = 20
 TICK_STALE_S = 5.0
 # Held requests per slot: a holder due within `hold_s` costs a coroutine, and saves
 # the round trips of coming back (and the lag between its turn and its work).
-HELD_PER_SLOT = 8
+HELD_PER_SLOT = 16
 _TOKEN = re.compile(r"^emt_([a-z2-7]{16})_[A-Za-z0-9_-]{43}$")
 SESSION_LENGTH_MAX = 64
 _SESSION = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -88,14 +88,14 @@ class Verdict:
     held_ms: int = 0  # time held open before admission (queue wait, not service)
 
 
-def retry_after_for(eta_s: float) -> int:
-    """Near the head, come back at half the ETA (a faster frontier must not pass people
-    who are asleep: it would leave capacity idle, then bring them all at once). Further
-    back, at 50-90% (at random) of the ETA capped at RETRY_AFTER_MAX_S: the spread comes
-    after the cap, so that a crowd that arrived together, all far from their turn, does
-    not come back together every RETRY_AFTER_MAX_S."""
+def retry_after_for(eta_s: float, hold_s: float = 0.0) -> int:
+    """Near the head, come back when the turn is due in about half the hold time, to be
+    held open until it comes (one return, not a series of ever shorter ones). Further
+    back, at 50-90% (at random) of the ETA capped at RETRY_AFTER_MAX_S: never after the
+    turn unless the frontier speeds up by more than a tenth, and a crowd that arrived
+    together, all far from their turn, does not come back together."""
     if eta_s <= NEAR_S:
-        return max(1, math.ceil(eta_s / 2))
+        return max(1, math.ceil(eta_s - hold_s / 2))
     spread = 0.5 + 0.4 * secrets.randbelow(1001) / 1000
     return max(NEAR_S // 2, math.ceil(min(eta_s, RETRY_AFTER_MAX_S) * spread))
 
@@ -338,7 +338,8 @@ class WaitingRoom:
         position = self.position_of(ticket)
         eta = self.eta_s(position)
         self.minute.wait_s_max = max(self.minute.wait_s_max, self.clock() - ticket.issued_ms / 1000)
-        return Verdict("queued", ticket, retry_after_for(eta), position, eta, session)
+        retry = retry_after_for(eta, self.settings.hold_s)
+        return Verdict("queued", ticket, retry, position, eta, session)
 
     def _admit(self, ticket: Ticket, session: str | None) -> Verdict:
         if not ticket.is_pass:
@@ -457,7 +458,7 @@ class WaitingRoom:
             }
         position = self.position_of(ticket)
         eta = self.eta_s(position)
-        retry = retry_after_for(eta)
+        retry = retry_after_for(eta, self.settings.hold_s)
         return {
             "ticket_state": "waiting",
             "lane": ticket.lane_name,

@@ -35,8 +35,9 @@ class AdmissionSettings(BaseSettings):
     inflight_max: int = Field(default=0, ge=0, le=1024)
     local_wait_s: float = Field(default=1.0, ge=0, le=30)
     # A ticket due within this time is held open until the frontier passes it, rather
-    # than sent away to come back late (bounded: at most 8 x inflight_max held).
-    hold_s: float = Field(default=1.5, ge=0, le=10)
+    # than sent away to come back late (bounded: at most 16 x inflight_max held). Near
+    # the head, Retry-After aims at half of it before the turn.
+    hold_s: float = Field(default=4.0, ge=0, le=10)
     other_inflight_max: int = Field(default=16, ge=1, le=4096)
     pass_ttl_s: int = Field(default=300, ge=5, le=86_400)
     ticket_ttl_s: int = Field(default=7200, ge=60, le=7 * 86_400)
