@@ -1,7 +1,9 @@
 """The waiting room in the browser: a place and an ETA, then on to where the user was going.
 
-The server admits two requests a second (a pinned rate), and a few registrations from
-other clients fill the line first, so the browser's own request must wait.
+The server admits two requests a second (a pinned rate) and holds a request open for at
+most a second (the default, 4 s, would absorb the whole line at that rate), and a few
+registrations from other clients fill the line first, so the browser's own request must
+wait.
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ OTHERS_WAITING = 16
 def web_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    yield from server_on(request, tmp_path_factory, EMETERAI_ADMISSION_RATE_PER_S="2")
+    yield from server_on(
+        request,
+        tmp_path_factory,
+        EMETERAI_ADMISSION_RATE_PER_S="2",
+        EMETERAI_ADMISSION_HOLD_S="1",
+    )
 
 
 def test_status_page(page: Page, axe: str) -> None:
