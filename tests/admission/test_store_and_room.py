@@ -64,6 +64,23 @@ def test_concurrent_arrivals_never_share_a_number(store: AdmissionStore) -> None
     assert sorted(numbers) == list(range(1, 121))
 
 
+def test_a_batch_of_arrivals_is_the_same_as_taking_them_one_by_one(
+    store: AdmissionStore,
+) -> None:
+    store.tick(2.0, burst=5, now_ms=NOW_MS)  # credit for two admissions at once
+    lanes = [LANE_NEW, LANE_NEW, LANE_PAID, LANE_NEW, LANE_PROGRESS]
+    taken, snapshot = store.arrive_many(lanes, now_ms=NOW_MS)
+    # The first two new arrivals use the credit; after that everyone waits in line,
+    # including the higher lanes (no credit is left).
+    assert taken == [(1, True), (2, True), (1, False), (3, False), (1, False)]
+    assert snapshot.issued == (1, 1, 3) and snapshot.admitted == (0, 0, 2)
+    assert snapshot.credit == 0
+    assert store.snapshot(now_ms=NOW_MS).issued == (1, 1, 3)
+    with pytest.raises(ValueError):
+        store.arrive_many([LANE_NEW, 7], now_ms=NOW_MS)
+    assert store.snapshot(now_ms=NOW_MS).issued == (1, 1, 3)  # a bad batch takes nothing
+
+
 def test_samples_are_upserted_per_process_and_minute(store: AdmissionStore) -> None:
     store.record_sample(Sample(NOW_MS, "p1", 10, 1, 2, 3, 4.0))
     store.record_sample(Sample(NOW_MS, "p1", 20, 1, 2, 3, 4.0))
@@ -129,6 +146,31 @@ def test_waiting_room_queues_admits_in_order_and_binds(
         assert view["ticket_state"] == "waiting" and view["position"] == 2
 
     asyncio.run(scenario())
+
+
+def test_arrivals_that_meet_share_a_transaction_and_keep_their_order(
+    store: AdmissionStore, runtime: Runtime
+) -> None:
+    room = make_room(store, runtime, Clock())
+    batches: list[int] = []
+    arrive_many = store.arrive_many
+
+    def counted(lanes: list[int], *, now_ms: int) -> object:
+        batches.append(len(lanes))
+        return arrive_many(lanes, now_ms=now_ms)
+
+    store.arrive_many = counted  # type: ignore[method-assign,assignment]
+
+    async def scenario() -> list[int]:
+        crowd = [
+            RequestFacts(f"10.0.1.{i}", None, f"crowd-{i:02d}-abcdefghijkl", None, True)
+            for i in range(20)
+        ]
+        verdicts = await asyncio.gather(*(room.decide(one) for one in crowd))
+        return [v.ticket.seq for v in verdicts if v.ticket]
+
+    assert asyncio.run(scenario()) == list(range(1, 21))
+    assert sum(batches) == 20 and len(batches) < 20
 
 
 def test_rate_limits_keep_the_ticket(store: AdmissionStore, runtime: Runtime) -> None:

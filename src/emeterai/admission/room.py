@@ -1,8 +1,9 @@
 """The waiting room: decides, per protected request, admit, wait, or slow down.
 
 Everything here is in memory except three things, each bounded: taking a number for a new
-arrival (one counter update), deciding a new arrival's lane (two indexed reads), and the
-periodic tick that advances the frontier. See docs/admission.md.
+arrival (one counter update, shared by the arrivals that meet), deciding a new arrival's
+lane (two indexed reads), and the periodic tick that advances the frontier. See
+docs/admission.md.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ TICK_STALE_S = 5.0
 # Held requests per slot: a holder due within `hold_s` costs a coroutine, and saves
 # the round trips of coming back (and the lag between its turn and its work).
 HELD_PER_SLOT = 16
+# New arrivals that meet while a number is being taken share the next transaction.
+ARRIVALS_PER_BATCH = 256
 _TOKEN = re.compile(r"^emt_([a-z2-7]{16})_[A-Za-z0-9_-]{43}$")
 SESSION_LENGTH_MAX = 64
 _SESSION = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -196,6 +199,8 @@ class WaitingRoom:
         self._frontier_thread = ThreadPoolExecutor(1, thread_name_prefix="admission-frontier")
         self._refreshing: asyncio.Future[None] | None = None
         self._classify_slots = asyncio.Semaphore(4)
+        self._arrivals: list[tuple[int, asyncio.Future[tuple[int, bool]]]] = []
+        self._arriving: asyncio.Future[None] | None = None
         self.minute = MinuteCounters()
         self.ticked_at = 0.0
         self.held = 0
@@ -387,14 +392,45 @@ class WaitingRoom:
                     lane = await asyncio.to_thread(self.classify, facts.token)
                 except Exception:
                     lane = LANE_NEW  # a busy database never turns a wait into a 5xx
+        seq, at_once = await self._arrive(lane)
         now_ms = int(self.clock() * 1000)
-        seq, at_once, snapshot = await asyncio.to_thread(self.store.arrive, lane, now_ms=now_ms)
-        self._accept_snapshot(snapshot)
         issued = self.keys.issue(lane=lane, seq=seq, binding=bindings[0], now_ms=now_ms)
         self._remember(issued)
         if at_once:
             return self._admit(issued, new_session)
         return await self._hold_or_queue(issued, new_session)
+
+    async def _arrive(self, lane: int) -> tuple[int, bool]:
+        """Take a number (group commit: one transaction at a time per process, and the
+        arrivals that meet while it runs go together, in their order, in the next)."""
+        future: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+        self._arrivals.append((lane, future))
+        if self._arriving is None or self._arriving.done():
+            self._arriving = asyncio.ensure_future(self._take_numbers())
+        return await future
+
+    async def _take_numbers(self) -> None:
+        while self._arrivals:
+            batch = self._arrivals[:ARRIVALS_PER_BATCH]
+            del self._arrivals[:ARRIVALS_PER_BATCH]
+            now_ms = int(self.clock() * 1000)
+            try:
+                taken, snapshot = await asyncio.to_thread(
+                    self.store.arrive_many, [lane for lane, _ in batch], now_ms=now_ms
+                )
+            except asyncio.CancelledError:  # shutting down: nobody is left waiting forever
+                for _, future in [*batch, *self._arrivals]:
+                    future.cancel()
+                raise
+            except Exception as error:  # each arrival fails as it would have alone
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            self._accept_snapshot(snapshot)
+            for (_, future), result in zip(batch, taken, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
     async def _hold_or_queue(self, ticket: Ticket, session: str | None) -> Verdict:
         """Hold a request whose turn is due within `hold_s` (a bounded number of them);

@@ -205,26 +205,39 @@ class AdmissionStore:
     def arrive(self, lane: int, *, now_ms: int) -> tuple[int, bool, Snapshot]:
         """Take the next number in `lane`. If nobody waits ahead and credit is left, the
         arrival is admitted at once. Returns (seq, admitted now, snapshot)."""
-        if not 0 <= lane <= LANE_NEW:
-            raise ValueError(f"unknown lane {lane}")
+        [(seq, at_once)], snapshot = self.arrive_many([lane], now_ms=now_ms)
+        return seq, at_once, snapshot
+
+    def arrive_many(
+        self, lanes: Sequence[int], *, now_ms: int
+    ) -> tuple[list[tuple[int, bool]], Snapshot]:
+        """`arrive` for each lane in turn, in one transaction: a burst of arrivals costs
+        one lock and one commit. Returns (seq, admitted now) per arrival, and the snapshot."""
+        if not lanes or not all(0 <= lane <= LANE_NEW for lane in lanes):
+            raise ValueError(f"unknown lanes {list(lanes)[:5]}")
         with self.engine.begin() as connection:
             credit, issued, admitted = self._lock(connection)
-            nobody_ahead = all(issued[i] == admitted[i] for i in range(lane + 1))
-            seq = issued[lane] + 1
-            issued[lane] = seq
-            at_once = nobody_ahead and credit >= 1.0
-            if at_once:
-                admitted[lane] = seq
-                credit -= 1.0
+            credit_before = credit
+            taken: list[tuple[int, bool]] = []
+            for lane in lanes:
+                nobody_ahead = all(issued[i] == admitted[i] for i in range(lane + 1))
+                issued[lane] += 1
+                at_once = nobody_ahead and credit >= 1.0
+                if at_once:
+                    admitted[lane] = issued[lane]
+                    credit -= 1.0
+                taken.append((issued[lane], at_once))
+            if credit != credit_before:
                 connection.execute(
                     update(state_table).where(state_table.c.id == 1).values(credit=credit)
                 )
-            connection.execute(
-                update(lanes_table)
-                .where(lanes_table.c.lane == lane)
-                .values(issued=seq, admitted=admitted[lane])
-            )
-            return seq, at_once, self._snapshot(issued, admitted, credit, now_ms)
+            for lane in sorted(set(lanes)):
+                connection.execute(
+                    update(lanes_table)
+                    .where(lanes_table.c.lane == lane)
+                    .values(issued=issued[lane], admitted=admitted[lane])
+                )
+            return taken, self._snapshot(issued, admitted, credit, now_ms)
 
     def tick(self, budget: float, *, burst: float, now_ms: int) -> Snapshot:
         """Add this process's budget and move the frontiers forward, lane by lane."""
