@@ -64,6 +64,9 @@ TICK_STALE_S = 5.0
 # Held requests per slot: a holder due within `hold_s` costs a coroutine, and saves
 # the round trips of coming back (and the lag between its turn and its work).
 HELD_PER_SLOT = 16
+# Admitted requests waiting for a slot, per slot: bursts of pass holders wait (at most
+# `local_wait_s`) instead of coming back after a 429 BUSY.
+WAITERS_PER_SLOT = 8
 # New arrivals that meet while a number is being taken share the next transaction.
 ARRIVALS_PER_BATCH = 256
 _TOKEN = re.compile(r"^emt_([a-z2-7]{16})_[A-Za-z0-9_-]{43}$")
@@ -173,7 +176,7 @@ class WaitingRoom:
             rate_max_per_s=settings.rate_max_per_s,
             pinned_per_s=settings.rate_per_s,
         )
-        self.slots = Slots(inflight_max, waiters_max=3 * inflight_max)
+        self.slots = Slots(inflight_max, waiters_max=WAITERS_PER_SLOT * inflight_max)
         self.other_slots = Slots(settings.other_inflight_max, waiters_max=0)
         keys_max = settings.limiter_keys_max
         self.binding_limiter = KeyedRateLimiter(
