@@ -424,6 +424,7 @@ class WaitingRoom:
             except asyncio.CancelledError:  # shutting down: nobody is left waiting forever
                 for _, future in [*batch, *self._arrivals]:
                     future.cancel()
+                self._arrivals.clear()
                 raise
             except Exception as error:  # each arrival fails as it would have alone
                 for _, future in batch:
