@@ -220,3 +220,26 @@ def test_lanes_from_quota_and_from_an_expired_pass(store: AdmissionStore, runtim
         assert again.ticket and again.ticket.lane == LANE_PROGRESS
 
     asyncio.run(scenario())
+
+
+def test_etas_follow_the_faster_of_the_long_and_the_recent_frontier_speed(
+    store: AdmissionStore, runtime: Runtime
+) -> None:
+    """A frontier that speeds up must not send people to sleep past their turn; after a
+    slowdown the longer mean keeps the ETAs early rather than late."""
+    clock = Clock()
+    room = make_room(store, runtime, clock)
+
+    def run(seconds: int, rate: float) -> None:
+        room.controller.rate_per_s = rate
+        for _ in range(seconds):
+            clock.now += 1
+            room.tick(1.0)
+
+    run(25, 2.0)
+    assert room.global_rate_per_s() == pytest.approx(2.0)
+    run(6, 10.0)  # the last 5 s at 10/s; over 30 s the mean is about 3.3/s
+    assert room.global_rate_per_s() == pytest.approx(10.0)
+    assert room.eta_s(100) == pytest.approx(10.0)
+    run(10, 1.0)  # slower again: the 30 s mean (about 3/s) beats the last 5 s
+    assert 2.5 < room.global_rate_per_s() < 4.0

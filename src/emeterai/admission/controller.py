@@ -51,7 +51,7 @@ CAPACITY_SMOOTHING = 0.2
 PER_PERSON_SMOOTHING = 1 / 60
 FLOOR = 0.95
 CEILING = 1.15
-CEILING_GROWTH = 1.03  # at the ceiling and still not saturated: the estimate was low
+CEILING_GROWTH = 1.08  # at the ceiling and still not saturated: the estimate was low
 # Raise the rate only while the people it lets in actually come: holders told to come
 # back later may still be asleep when the frontier passes them, and a rate raised on the
 # idle slots they leave would bring them all at once when they wake.

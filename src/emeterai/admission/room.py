@@ -55,10 +55,11 @@ SNAPSHOT_FRESH_S = 0.2
 # ETAs use the frontier's mean speed over this window, not the controller's latest rate:
 # an ETA from a momentary low sends people to sleep past their turn when the rate recovers.
 RATE_WINDOW_S = 30.0
+RATE_RECENT_S = 5.0
 RECENT_TICKETS_MAX = 10_000
 # Far from the turn, people come back at 50-90% of the ETA, at most this long: every
 # return costs a request, and the ETA is re-read on each, so a changed rate is caught.
-RETRY_AFTER_MAX_S = 120
+RETRY_AFTER_MAX_S = 60
 NEAR_S = 20
 TICK_STALE_S = 5.0
 # Held requests per slot: a holder due within `hold_s` costs a coroutine, and saves
@@ -255,15 +256,22 @@ class WaitingRoom:
 
     def global_rate_per_s(self) -> float:
         """The sum of every process's admission rate, from the growth of the shared budget
-        total; this process's own rate until two ticks are seen."""
+        total: the faster of its means over RATE_WINDOW_S and RATE_RECENT_S (this process's
+        own rate until two ticks are seen). ETAs err early: a holder who comes back before
+        the turn costs one more request, one who comes back after it leaves a slot idle
+        now and joins a crowd of late returners later."""
         now = self.clock()
-        while len(self._history) > 2 and self._history[0][0] < now - RATE_WINDOW_S:
-            self._history.popleft()
-        if len(self._history) >= 2:
-            (t0, b0), (t1, b1) = self._history[0], self._history[-1]
-            if t1 - t0 > 0.5 and b1 > b0:
-                return (b1 - b0) / (t1 - t0)
-        return self.controller.rate_per_s
+        history = self._history
+        while len(history) > 2 and history[0][0] < now - RATE_WINDOW_S:
+            history.popleft()
+        rates = []
+        for window in (RATE_WINDOW_S, RATE_RECENT_S):
+            first = next((entry for entry in history if entry[0] >= now - window), None)
+            if first is not None and history:
+                (t0, b0), (t1, b1) = first, history[-1]
+                if t1 - t0 > 0.5 and b1 > b0:
+                    rates.append((b1 - b0) / (t1 - t0))
+        return max(rates) if rates else self.controller.rate_per_s
 
     def position_of(self, ticket: Ticket) -> int:
         snapshot = self.snapshot

@@ -103,7 +103,9 @@ async def _tick_forever(room: WaitingRoom, metrics: Metrics) -> None:
             last_control = now
             room.control()
             metrics.rate.set(room.controller.rate_per_s)
-            metrics.capacity.set(room.controller.completed_per_s())
+            metrics.capacity.set(room.controller.capacity_per_s or 0.0)
+            metrics.completed.set(room.controller.completed_per_s())
+            metrics.demand.set(room.controller.last.demand)
         if now - last_flush >= FLUSH_EVERY_S:
             last_flush = now
             with suppress(Exception):

@@ -50,8 +50,21 @@ class Metrics:
         )
         self.capacity = Gauge(
             "emeterai_capacity_estimate_per_s",
-            "Protected requests completed per second, measured (summed over processes).",
+            "People per second the processes can serve, measured while saturated (summed"
+            " over processes; 0 until measured).",
             multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.completed = Gauge(
+            "emeterai_protected_completed_per_s",
+            "Protected requests completed per second, last 5 s (summed over processes).",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.demand = Gauge(
+            "emeterai_admission_demand",
+            "Work in flight per slot, smoothed: the controller's signal (per process).",
+            multiprocess_mode="liveall",
             registry=registry,
         )
         self.inflight = Gauge(

@@ -479,14 +479,18 @@ def timeline(
     results: list[ApplicantResult], samples: list[dict[str, float]]
 ) -> dict[str, list[float]]:
     """Per-second series for the plot."""
-    end = int(max([r.arrival_s for r in results] + [s["t"] for s in samples] + [1.0])) + 2
+    last = [r.arrival_s for r in results] + [r.finished_s or 0.0 for r in results]
+    end = int(max([*last, *(s["t"] for s in samples), 1.0])) + 2
     arrivals = [0.0] * end
     admissions = [0.0] * end
+    finished = [0.0] * end
     latency: list[list[float]] = [[] for _ in range(end)]
     for result in results:
         second = int(result.arrival_s)
         if 0 <= second < end:
             arrivals[second] += 1
+        if result.finished_s is not None and 0 <= int(result.finished_s) < end:
+            finished[int(result.finished_s)] += 1
         for _, _, at, kind in result.tickets:
             if kind == "admit" and 0 <= int(at) < end:
                 admissions[int(at)] += 1
@@ -497,9 +501,15 @@ def timeline(
         "t": [float(i) for i in range(end)],
         "arrivals": arrivals,
         "admissions": admissions,
+        "finished": finished,
         "stamp_p99_s": [_percentile(values, 0.99) for values in latency],
         "queue_t": [s["t"] for s in samples],
         "queue_length": [s["queue_length"] for s in samples],
+        # The controllers' view, per monitor sample (absent without the waiting room).
+        **{
+            f"controller_{key}": [round(s.get(key, 0.0), 3) for s in samples]
+            for key in ("rate", "capacity_estimate", "completed", "demand", "inflight")
+        },
     }
 
 
@@ -627,6 +637,33 @@ def run_audit(env: dict[str, str]) -> bool:
     return done.returncode == 0
 
 
+# What the monitor reads from /metrics each second: the controllers' view (sum over the
+# processes, but the demand, a mean of the processes').
+CONTROLLER_GAUGES = {
+    "emeterai_admission_rate_per_s": "rate",
+    "emeterai_capacity_estimate_per_s": "capacity_estimate",
+    "emeterai_protected_completed_per_s": "completed",
+    "emeterai_admission_demand": "demand",
+}
+
+
+def controller_view(exposition: str) -> dict[str, float]:
+    """The controllers' gauges from a /metrics text: sums, and the demand's mean."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name in CONTROLLER_GAUGES:
+                values.setdefault(CONTROLLER_GAUGES[sample.name], []).append(sample.value)
+            elif sample.name == "emeterai_inflight" and sample.labels.get("kind") == "protected":
+                values.setdefault("inflight", []).append(sample.value)
+    view = {key: sum(found) for key, found in values.items()}
+    if values.get("demand"):
+        view["demand"] = sum(values["demand"]) / len(values["demand"])
+    return view
+
+
 def _monitor(
     base_url: str, origin: float, stop: threading.Event, samples: list[dict[str, float]]
 ) -> None:
@@ -635,13 +672,13 @@ def _monitor(
         while not stop.is_set():
             try:
                 view = client.get("/api/v1/queue", headers=headers).json()
-                samples.append(
-                    {
-                        "t": time.time() - origin,
-                        "queue_length": float(view.get("queue_length", 0)),
-                        "rate": float(view.get("admission_rate_per_s", 0)),
-                    }
-                )
+                sample = {
+                    "t": time.time() - origin,
+                    "queue_length": float(view.get("queue_length", 0)),
+                    "rate": float(view.get("admission_rate_per_s", 0)),
+                }
+                sample.update(controller_view(client.get("/metrics").text))
+                samples.append(sample)
             except (httpx.HTTPError, ValueError):
                 pass
             stop.wait(1.0)
@@ -684,6 +721,7 @@ def run_spike(
     capacity_concurrency: int = 0,
     drain_factor: float = 8.0,
     capacity_per_s: float | None = None,
+    admission_settings: Mapping[str, str] | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     from emeterai.config import Settings
@@ -714,7 +752,9 @@ def run_spike(
         "workers": workers,
         "duration_s": duration_s,
         "overload": overload,
+        "admission_settings": dict(admission_settings or {}),
     }
+    tuning = dict(admission_settings or {})
     runs: dict[str, Any] = {}
     series: dict[str, Any] = {}
     modes = [True, False] if compare_no_admission else [True]
@@ -744,7 +784,9 @@ def run_spike(
     for admission in modes:
         name = "admission" if admission else "no_admission"
         progress(f"{name}: starting {workers} worker(s)")
-        server = start_server(env, workers, admission=admission, log=log)
+        # An operator's tuning under test (the capacity phases run without the room).
+        tuned = {f"EMETERAI_ADMISSION_{k.upper()}": v for k, v in tuning.items()}
+        server = start_server({**env, **tuned}, workers, admission=admission, log=log)
         try:
             schedule = arrival_schedule(before, duration_s, overload)
             progress(f"{name}: {len(schedule)} applicants over {duration_s:.0f} s")

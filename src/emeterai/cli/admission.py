@@ -39,14 +39,30 @@ def bench_spike(
         Path | None, typer.Option("--json", help="Write the figures here.")
     ] = None,
     plot_file: Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot here.")] = None,
+    admission_setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=VALUE: run the waiting room with EMETERAI_ADMISSION_NAME=VALUE"
+            " (repeatable; e.g. rate_per_s=9 pins the rate)."
+        ),
+    ] = None,
 ) -> None:
     """Replay a CASN-shaped surge up to OVERLOAD x the measured capacity; report fairness."""
     import os
 
     from rich.table import Table
 
+    from emeterai.admission.settings import AdmissionSettings
     from emeterai.bench.spike import acceptance, plot, run_spike
 
+    tuned: dict[str, str] = {}
+    for entry in admission_setting or []:
+        name, equals, value = entry.partition("=")
+        if not equals or name.lower() not in AdmissionSettings.model_fields:
+            raise typer.BadParameter(f"{entry!r}: expected NAME=VALUE, NAME a waiting room setting")
+        tuned[name.lower()] = value
+    # Checked here, not when the server refuses to start.
+    AdmissionSettings(**tuned)  # type: ignore[arg-type]
     with out.status("benchmarking") as status:
         report = run_spike(
             duration_s=duration_s,
@@ -56,6 +72,7 @@ def bench_spike(
             compare_no_admission=no_admission,
             load_processes=load_processes,
             capacity_s=capacity_s,
+            admission_settings=tuned,
             progress=lambda message: status.update(message),
         )
     runs: list[tuple[str, dict[str, Any]]] = [("admission", report)]
