@@ -93,6 +93,18 @@ def test_the_rate_stays_near_the_capacity_measured_while_saturated() -> None:
     assert c.capacity_per_s > 2.0
 
 
+def test_an_estimate_below_what_is_served_without_saturation_is_raised() -> None:
+    c = controller()
+    c.capacity_per_s = 3.0  # measured in a rush at start-up
+    for second in range(10):  # then 12 people a second come, and the slots are half idle
+        now = 100.0 + second
+        for i in range(12):
+            c.observe_shown(now + i / 12)
+        c.update(now + 1, waiting=100, utilisation=0.5)
+    assert c.capacity_per_s >= 12.0  # at least what it served (the ceiling then grows it)
+    assert c.rate_per_s > CEILING * 3.0
+
+
 def test_after_a_latency_cut_the_rate_returns_to_the_floor_at_once() -> None:
     c = controller()
     c.capacity_per_s = 8.0

@@ -160,8 +160,14 @@ class CapacityController:
         shown = len(self._shown) / LATENCY_WINDOW_S
         self._shown_avg += PER_PERSON_SMOOTHING * (shown - self._shown_avg)
         self._completed_avg += PER_PERSON_SMOOTHING * (self.completed_per_s() - self._completed_avg)
+        if demand < SATURATED:
+            # The slots had room for everyone who came: the capacity is at least that. An
+            # estimate taken in a brief rush at start-up would otherwise cap the ramp.
+            if self.capacity_per_s is not None and shown > self.capacity_per_s:
+                self.capacity_per_s = shown
+            return
         per_person = self._per_person()
-        if demand < SATURATED or per_person is None:
+        if per_person is None:
             return
         measured = self.completed_per_s() / per_person
         if self.capacity_per_s is None:
