@@ -198,6 +198,8 @@ class WaitingRoom:
         self.snapshot = Snapshot((0, 0, 0), (0, 0, 0), 0.0, 0)
         self._snapshot_at = 0.0
         self._history: deque[tuple[float, float]] = deque(maxlen=512)
+        self._rate_seen: tuple[int, tuple[float, float] | None] = (-1, None)
+        self._rate = 0.0
         # Ticks and frontier reads get a thread of their own, so that a burst of arrivals
         # (which use the default executor) never delays the frontier.
         self._frontier_thread = ThreadPoolExecutor(1, thread_name_prefix="admission-frontier")
@@ -260,18 +262,23 @@ class WaitingRoom:
         own rate until two ticks are seen). ETAs err early: a holder who comes back before
         the turn costs one more request, one who comes back after it leaves a slot idle
         now and joins a crowd of late returners later."""
-        now = self.clock()
         history = self._history
+        if self._rate_seen == (len(history), history[-1] if history else None):
+            return self._rate  # every queued answer asks: computed once per new tick
+        now = self.clock()
         while len(history) > 2 and history[0][0] < now - RATE_WINDOW_S:
             history.popleft()
         rates = []
         for window in (RATE_WINDOW_S, RATE_RECENT_S):
             first = next((entry for entry in history if entry[0] >= now - window), None)
-            if first is not None and history:
+            if first is not None:
                 (t0, b0), (t1, b1) = first, history[-1]
                 if t1 - t0 > 0.5 and b1 > b0:
                     rates.append((b1 - b0) / (t1 - t0))
-        return max(rates) if rates else self.controller.rate_per_s
+        if not rates:
+            return self.controller.rate_per_s
+        self._rate_seen, self._rate = (len(history), history[-1]), max(rates)
+        return self._rate
 
     def position_of(self, ticket: Ticket) -> int:
         snapshot = self.snapshot

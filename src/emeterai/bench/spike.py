@@ -742,6 +742,7 @@ def run_spike(
         EMETERAI_PAYMENTS_SANDBOX="true",
     )
     log = data_dir / "server.log"
+    tuning = dict(admission_settings or {})
     report: dict[str, Any] = {
         "benchmark": "spike",
         "measured_at": datetime.now(UTC).isoformat(),
@@ -752,9 +753,8 @@ def run_spike(
         "workers": workers,
         "duration_s": duration_s,
         "overload": overload,
-        "admission_settings": dict(admission_settings or {}),
+        "admission_settings": tuning,
     }
-    tuning = dict(admission_settings or {})
     runs: dict[str, Any] = {}
     series: dict[str, Any] = {}
     modes = [True, False] if compare_no_admission else [True]

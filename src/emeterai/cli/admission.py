@@ -50,6 +50,7 @@ def bench_spike(
     """Replay a CASN-shaped surge up to OVERLOAD x the measured capacity; report fairness."""
     import os
 
+    from pydantic import ValidationError
     from rich.table import Table
 
     from emeterai.admission.settings import AdmissionSettings
@@ -61,8 +62,10 @@ def bench_spike(
         if not equals or name.lower() not in AdmissionSettings.model_fields:
             raise typer.BadParameter(f"{entry!r}: expected NAME=VALUE, NAME a waiting room setting")
         tuned[name.lower()] = value
-    # Checked here, not when the server refuses to start.
-    AdmissionSettings(**tuned)  # type: ignore[arg-type]
+    try:  # checked here, not when the server refuses to start
+        AdmissionSettings(**tuned)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise typer.BadParameter(str(error)) from None
     with out.status("benchmarking") as status:
         report = run_spike(
             duration_s=duration_s,
