@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from emeterai.accounts import create_account, issue_token
-from emeterai.admission.room import RequestFacts, WaitingRoom, lane_of_token
+from emeterai.admission.room import RequestFacts, WaitingRoom, lanes_of_tokens
 from emeterai.admission.settings import AdmissionSettings
 from emeterai.admission.store import AdmissionStore, Sample
 from emeterai.admission.tickets import LANE_NEW, LANE_PAID, LANE_PROGRESS, TicketKeys
@@ -109,7 +110,7 @@ def make_room(store: AdmissionStore, runtime: Runtime, clock: Clock, **overrides
         keys=keys,
         store=store,
         inflight_max=2,
-        classify=lambda token: lane_of_token(runtime.sessions, token),
+        classify=lambda tokens: lanes_of_tokens(runtime.sessions, tokens),
         clock=clock,
     )
 
@@ -173,6 +174,43 @@ def test_arrivals_that_meet_share_a_transaction_and_keep_their_order(
     assert sum(batches) == 20 and len(batches) < 20
 
 
+def test_a_crowd_with_tokens_is_sorted_into_lanes_in_one_read_and_a_failed_read_waits_as_new(
+    store: AdmissionStore, runtime: Runtime
+) -> None:
+    now = runtime.clock.now()
+    tokens: list[str] = []
+    with transaction(runtime.sessions) as session:
+        for i in range(6):
+            account = create_account(session, f"crowd{i}@example.id", now=now)
+            tokens.append(issue_token(session, account, now=now).token)
+            if i % 2 == 0:
+                add_quota(session, account.id, 1, reference=f"crowd-{i}", now=now)
+    reads: list[int] = []
+    failing = False
+
+    def classify(batch: Collection[str]) -> dict[str, int]:
+        reads.append(len(batch))
+        if failing:
+            raise OperationalError("SELECT", {}, Exception("database is locked"))
+        return lanes_of_tokens(runtime.sessions, batch)
+
+    room = make_room(store, runtime, Clock())
+    room.classify = classify
+
+    async def scenario(name: str) -> list[int]:
+        crowd = [
+            RequestFacts(f"10.0.2.{i}", token, f"{name}-{i:02d}-abcdefghijkl", None, True)
+            for i, token in enumerate(tokens)
+        ]
+        verdicts = await asyncio.gather(*(room.decide(one) for one in crowd))
+        return [v.ticket.lane for v in verdicts if v.ticket]
+
+    assert asyncio.run(scenario("early")) == [LANE_PAID, LANE_NEW] * 3
+    assert sum(reads) == 6 and len(reads) < 6
+    failing = True
+    assert asyncio.run(scenario("later")) == [LANE_NEW] * 6
+
+
 def test_rate_limits_keep_the_ticket(store: AdmissionStore, runtime: Runtime) -> None:
     clock = Clock()
     room = make_room(store, runtime, clock, binding_rate_per_s=0.1, binding_burst=2)
@@ -198,9 +236,13 @@ def test_lanes_from_quota_and_from_an_expired_pass(store: AdmissionStore, runtim
         add_quota(session, paid.id, 2, reference="lane-paid", now=now)
         fresh = create_account(session, "fresh@example.id", now=now)
         fresh_token = issue_token(session, fresh, now=now).token
-    assert lane_of_token(runtime.sessions, paid_token) == LANE_PAID
-    assert lane_of_token(runtime.sessions, fresh_token) == LANE_NEW
-    assert lane_of_token(runtime.sessions, "emt_" + "a" * 16 + "_" + "b" * 43) == LANE_NEW
+    unknown = "emt_" + "a" * 16 + "_" + "b" * 43
+    assert lanes_of_tokens(runtime.sessions, [paid_token, fresh_token, unknown, "junk"]) == {
+        paid_token: LANE_PAID,
+        fresh_token: LANE_NEW,
+        unknown: LANE_NEW,
+        "junk": LANE_NEW,
+    }
     room = make_room(store, runtime, clock)
 
     async def scenario() -> None:

@@ -1,8 +1,8 @@
 """The waiting room: decides, per protected request, admit, wait, or slow down.
 
-Everything here is in memory except three things, each bounded: taking a number for a new
-arrival (one counter update, shared by the arrivals that meet), deciding a new arrival's
-lane (two indexed reads), and the periodic tick that advances the frontier. See
+Everything here is in memory except two things, each bounded: taking numbers for a batch
+of new arrivals (two indexed reads to decide their lanes and one counter update, shared by
+the arrivals that meet), and the periodic tick that advances the frontier. See
 docs/admission.md.
 """
 
@@ -17,7 +17,7 @@ import secrets
 import socket
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -43,7 +43,7 @@ __all__ = [
     "RequestFacts",
     "Verdict",
     "WaitingRoom",
-    "lane_of_token",
+    "lanes_of_tokens",
     "retry_after_for",
 ]
 
@@ -107,40 +107,64 @@ def retry_after_for(eta_s: float, hold_s: float = 0.0) -> int:
     return max(NEAR_S // 2, math.ceil(min(eta_s, RETRY_AFTER_MAX_S) * spread))
 
 
-def lane_of_token(sessions: sessionmaker[Session], token: str) -> int:
-    """The lane of a bearer token's account: work in progress, paid-but-unused, or new.
+def lanes_of_tokens(sessions: sessionmaker[Session], tokens: Collection[str]) -> dict[str, int]:
+    """The lane of each bearer token's account: work in progress, paid-but-unused, or new.
 
-    Reads the token's public id and the account's quota balance (the same figures as
-    `quota.quota_balance`), never its Argon2 hash: the binding is to the token itself,
-    and the admitted request is authenticated in full by its route."""
+    Two indexed reads for the whole batch of arrivals: the tokens' accounts by public id,
+    then those accounts' quota balances (the same figures as `quota.quota_balance`), never
+    a token's Argon2 hash. The binding is to the token itself, and the admitted request is
+    authenticated in full by its route. An unknown, revoked or malformed token is new."""
     from emeterai.accounts.models import ApiToken
     from emeterai.ledger.models import LedgerAccount
 
-    match = _TOKEN.match(token)
-    if match is None:
-        return LANE_NEW
+    lanes = dict.fromkeys(tokens, LANE_NEW)
+    token_ids = {
+        token: match.group(1) for token in lanes if (match := _TOKEN.match(token)) is not None
+    }
+    if not token_ids:
+        return lanes
     with sessions() as session:
-        account_id = session.scalar(
-            select(ApiToken.account_id).where(
-                ApiToken.id == match.group(1), ApiToken.revoked_at.is_(None)
-            )
+        account_of: dict[str, int] = dict(
+            session.execute(
+                select(ApiToken.id, ApiToken.account_id).where(
+                    ApiToken.id.in_(set(token_ids.values())), ApiToken.revoked_at.is_(None)
+                )
+            ).all()
         )
-        if account_id is None:
-            return LANE_NEW
-        # Three columns, not the mapped object: this runs for every arrival.
-        quota = session.execute(
+        if not account_of:
+            return lanes
+        codes = {f"user:{account_id}:quota" for account_id in account_of.values()}
+        # Four columns, not the mapped objects: this runs for every batch of arrivals.
+        balances = session.execute(
             select(
+                LedgerAccount.code,
                 LedgerAccount.credits_posted,
                 LedgerAccount.debits_posted,
                 LedgerAccount.debits_pending,
-            ).where(LedgerAccount.code == f"user:{account_id}:quota")
-        ).first()
-    if quota is None:
-        return LANE_NEW
-    credits_posted, debits_posted, debits_pending = quota
+            ).where(LedgerAccount.code.in_(codes))
+        ).all()
+        lane_of_code = {
+            code: _lane_of_balance(credits, debits, pending)
+            for code, credits, debits, pending in balances
+        }
+    for token, token_id in token_ids.items():
+        account_id = account_of.get(token_id)
+        if account_id is not None:
+            lanes[token] = lane_of_code.get(f"user:{account_id}:quota", LANE_NEW)
+    return lanes
+
+
+def _lane_of_balance(credits_posted: int, debits_posted: int, debits_pending: int) -> int:
     if debits_pending > 0:
         return LANE_PROGRESS
     return LANE_PAID if credits_posted - debits_posted - debits_pending > 0 else LANE_NEW
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    lane: int
+    token: str | None  # a bearer token whose account decides the lane, if any
+    future: asyncio.Future[tuple[int, int, bool]]
 
 
 @dataclass
@@ -161,7 +185,7 @@ class WaitingRoom:
         keys: TicketKeys,
         store: AdmissionStore,
         inflight_max: int,
-        classify: Callable[[str], int],
+        classify: Callable[[Collection[str]], dict[str, int]],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -204,8 +228,7 @@ class WaitingRoom:
         # (which use the default executor) never delays the frontier.
         self._frontier_thread = ThreadPoolExecutor(1, thread_name_prefix="admission-frontier")
         self._refreshing: asyncio.Future[None] | None = None
-        self._classify_slots = asyncio.Semaphore(4)
-        self._arrivals: list[tuple[int, asyncio.Future[tuple[int, bool]]]] = []
+        self._arrivals: list[Arrival] = []
         self._arriving: asyncio.Future[None] | None = None
         self.minute = MinuteCounters()
         self.ticked_at = 0.0
@@ -404,13 +427,7 @@ class WaitingRoom:
         wait = self.ticket_limiter.take(facts.address, now)
         if wait > 0:
             return Verdict("rate_limited", None, math.ceil(wait), 0, wait, new_session)
-        if lane == LANE_NEW and facts.token is not None:
-            async with self._classify_slots:
-                try:
-                    lane = await asyncio.to_thread(self.classify, facts.token)
-                except Exception:
-                    lane = LANE_NEW  # a busy database never turns a wait into a 5xx
-        seq, at_once = await self._arrive(lane)
+        lane, seq, at_once = await self._arrive(lane, facts.token if lane == LANE_NEW else None)
         now_ms = int(self.clock() * 1000)
         issued = self.keys.issue(lane=lane, seq=seq, binding=bindings[0], now_ms=now_ms)
         self._remember(issued)
@@ -418,11 +435,12 @@ class WaitingRoom:
             return self._admit(issued, new_session)
         return await self._hold_or_queue(issued, new_session)
 
-    async def _arrive(self, lane: int) -> tuple[int, bool]:
-        """Take a number (group commit: one transaction at a time per process, and the
-        arrivals that meet while it runs go together, in their order, in the next)."""
-        future: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
-        self._arrivals.append((lane, future))
+    async def _arrive(self, lane: int, token: str | None) -> tuple[int, int, bool]:
+        """Decide the lane (from the bearer token, if any) and take a number: group
+        commit, one batch at a time per process, and the arrivals that meet while it runs
+        go together, in their order, in the next. Returns (lane, number, admitted now)."""
+        future: asyncio.Future[tuple[int, int, bool]] = asyncio.get_running_loop().create_future()
+        self._arrivals.append(Arrival(lane, token, future))
         if self._arriving is None or self._arriving.done():
             self._arriving = asyncio.ensure_future(self._take_numbers())
         return await future
@@ -433,23 +451,40 @@ class WaitingRoom:
             del self._arrivals[:ARRIVALS_PER_BATCH]
             now_ms = int(self.clock() * 1000)
             try:
-                taken, snapshot = await asyncio.to_thread(
-                    self.store.arrive_many, [lane for lane, _ in batch], now_ms=now_ms
+                lanes, taken, snapshot = await asyncio.to_thread(
+                    self._classify_and_arrive, batch, now_ms
                 )
             except asyncio.CancelledError:  # shutting down: nobody is left waiting forever
-                for _, future in [*batch, *self._arrivals]:
-                    future.cancel()
+                for arrival in [*batch, *self._arrivals]:
+                    arrival.future.cancel()
                 self._arrivals.clear()
                 raise
             except Exception as error:  # each arrival fails as it would have alone
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
+                for arrival in batch:
+                    if not arrival.future.done():
+                        arrival.future.set_exception(error)
                 continue
             self._accept_snapshot(snapshot)
-            for (_, future), result in zip(batch, taken, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            for arrival, lane, (seq, at_once) in zip(batch, lanes, taken, strict=True):
+                if not arrival.future.done():
+                    arrival.future.set_result((lane, seq, at_once))
+
+    def _classify_and_arrive(
+        self, batch: list[Arrival], now_ms: int
+    ) -> tuple[list[int], list[tuple[int, bool]], Snapshot]:
+        tokens = {arrival.token for arrival in batch if arrival.token is not None}
+        lane_of_token: dict[str, int] = {}
+        if tokens:
+            try:
+                lane_of_token = self.classify(tokens)
+            except Exception:  # a busy database never turns a wait into a 5xx: lane new
+                log.warning("classifying %d arrivals failed; they wait as new", len(tokens))
+        lanes = [
+            lane_of_token.get(arrival.token, arrival.lane) if arrival.token else arrival.lane
+            for arrival in batch
+        ]
+        taken, snapshot = self.store.arrive_many(lanes, now_ms=now_ms)
+        return lanes, taken, snapshot
 
     async def _hold_or_queue(self, ticket: Ticket, session: str | None) -> Verdict:
         """Hold a request whose turn is due within `hold_s` (a bounded number of them);

@@ -21,7 +21,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from emeterai.admission.room import RequestFacts, Verdict, WaitingRoom, lane_of_token
+from emeterai.admission.room import RequestFacts, Verdict, WaitingRoom, lanes_of_tokens
 from emeterai.admission.settings import AdmissionSettings
 from emeterai.admission.status import build_status
 from emeterai.admission.store import AdmissionStore
@@ -85,7 +85,7 @@ def build_waiting_room(
         keys=keys,
         store=AdmissionStore.open(store_url(settings, admission)),
         inflight_max=admission.inflight_max or settings.signing_process_count,
-        classify=lambda token: lane_of_token(sessions, token),
+        classify=lambda tokens: lanes_of_tokens(sessions, tokens),
     )
 
 
