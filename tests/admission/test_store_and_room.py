@@ -211,6 +211,32 @@ def test_a_crowd_with_tokens_is_sorted_into_lanes_in_one_read_and_a_failed_read_
     assert asyncio.run(scenario("later")) == [LANE_NEW] * 6
 
 
+def test_a_request_due_soon_is_held_open_until_the_frontier_passes_it(
+    store: AdmissionStore, runtime: Runtime
+) -> None:
+    clock = Clock()
+    room = make_room(store, runtime, clock, rate_per_s=4.0, hold_s=1.0)
+
+    async def scenario() -> list[tuple[str, int]]:
+        for _ in range(3):  # the frontier's speed becomes known: 4/s
+            clock.now += 1
+            await asyncio.to_thread(room.tick, 1.0)
+        crowd = [facts(f"held-{i:02d}-abcdefghijkl") for i in range(8)]
+        verdicts = [await room.decide(one) for one in crowd[:4]]  # the burst: let in at once
+        assert [v.outcome for v in verdicts] == ["admit"] * 4
+        held = [asyncio.ensure_future(room.decide(one)) for one in crowd[4:]]
+        await asyncio.sleep(0.05)
+        assert room.held == 4 and not any(task.done() for task in held)
+        clock.now += 0.5
+        await asyncio.to_thread(room.tick, 0.5)  # two more places: the first two holders
+        return [(v.outcome, v.held_ms) for v in await asyncio.gather(*held)]
+
+    outcomes = asyncio.run(scenario())
+    assert [outcome for outcome, _ in outcomes] == ["admit", "admit", "queued", "queued"]
+    assert all(0 < held_ms < 1000 for _, held_ms in outcomes[:2])
+    assert room.held == 0
+
+
 def test_rate_limits_keep_the_ticket(store: AdmissionStore, runtime: Runtime) -> None:
     clock = Clock()
     room = make_room(store, runtime, clock, binding_rate_per_s=0.1, binding_burst=2)

@@ -232,7 +232,9 @@ class WaitingRoom:
         self._arriving: asyncio.Future[None] | None = None
         self.minute = MinuteCounters()
         self.ticked_at = 0.0
-        self.held = 0
+        # Requests held open until the frontier passes them: (lane, number, their turn).
+        self._holders: set[tuple[int, int, asyncio.Future[None]]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- the shared counters -------------------------------------------------------
 
@@ -245,6 +247,8 @@ class WaitingRoom:
             if snapshot.budget_total > 0:
                 self._history.append((self._snapshot_at, snapshot.budget_total))
             self.minute.queue_max = max(self.minute.queue_max, snapshot.queue_length)
+            if self._holders and self._loop is not None:  # often from the frontier's thread
+                self._loop.call_soon_threadsafe(self._wake_holders)
 
     def tick(self, dt_s: float) -> Snapshot:
         """Blocking: add this process's budget and read the frontier (from a thread)."""
@@ -496,18 +500,32 @@ class WaitingRoom:
             or self.eta_s(self.position_of(ticket)) > hold_s
         ):
             return self._queued(ticket, session)
-        self.held += 1
+        self._loop = asyncio.get_running_loop()
+        turn: asyncio.Future[None] = self._loop.create_future()
+        holder = (ticket.lane, ticket.seq, turn)
+        self._holders.add(holder)
+        self._wake_holders()  # the frontier may have passed it since the caller looked
         started = time.monotonic()
         try:
-            while time.monotonic() - started < hold_s:
-                await asyncio.sleep(self.settings.tick_s / 2)
-                if ticket.seq <= self.snapshot.admitted[ticket.lane]:
-                    verdict = self._admit(ticket, session)
-                    held_ms = int((time.monotonic() - started) * 1000)
-                    return Verdict("admit", verdict.ticket, 0, 0, 0.0, session, held_ms)
+            await asyncio.wait([turn], timeout=hold_s)
         finally:
-            self.held -= 1
+            self._holders.discard(holder)
+        if turn.done():
+            verdict = self._admit(ticket, session)
+            held_ms = int((time.monotonic() - started) * 1000)
+            return Verdict("admit", verdict.ticket, 0, 0, 0.0, session, held_ms)
         return self._queued(ticket, session)
+
+    def _wake_holders(self) -> None:
+        """In the event loop: let in every holder the frontier has passed."""
+        admitted = self.snapshot.admitted
+        for lane, seq, turn in list(self._holders):
+            if seq <= admitted[lane] and not turn.done():
+                turn.set_result(None)
+
+    @property
+    def held(self) -> int:
+        return len(self._holders)
 
     def queue_view(self, ticket: Ticket | None) -> dict[str, object]:
         """What `GET /api/v1/queue` answers: from memory only."""
