@@ -18,6 +18,7 @@ from emeterai.api.channels import router as channels_router
 from emeterai.api.jobs import JOBS_PREFIX
 from emeterai.api.jobs import router as jobs_router
 from emeterai.api.limits import BodyLimit
+from emeterai.api.logs import logs_off_the_loop
 from emeterai.api.metrics import Metrics
 from emeterai.api.routes import router
 from emeterai.config import Settings
@@ -64,8 +65,9 @@ def create_app(
         sweeper = asyncio.create_task(_release_expired_forever(app))
         try:
             # The waiting room ends first on shutdown, after uvicorn let admitted work finish.
-            async with admission_lifespan(app, settings, admission):
-                yield
+            with logs_off_the_loop():
+                async with admission_lifespan(app, settings, admission):
+                    yield
         finally:
             sweeper.cancel()
             with suppress(asyncio.CancelledError):
