@@ -12,6 +12,7 @@ from emeterai.admission.controller import (
     FLOOR,
     GAIN,
     STEP_MAX,
+    STEP_MAX_IDLE,
     STEP_MIN,
     CapacityController,
     percentile,
@@ -71,6 +72,27 @@ def test_idle_slots_increase_the_rate_while_the_admitted_come() -> None:
     assert c.update(102.5, waiting=10, utilisation=1.0).decision == "increase"
 
 
+def test_mostly_idle_slots_ramp_the_rate_up_fast_as_long_as_people_come() -> None:
+    c = controller(rate_initial_per_s=4.0)
+    c.capacity_per_s = 4.0  # measured in a brief rush at start-up: the ceiling moves too
+    rates = []
+    for second in range(6):
+        now = 100.0 + second
+        for i in range(int(c.rate_per_s)):  # everyone let in comes
+            c.observe_shown(now + i / c.rate_per_s)
+        c.update(now + 1, waiting=500, utilisation=0.2)
+        rates.append(c.rate_per_s)
+    assert rates[0] == pytest.approx(4.0 * STEP_MAX_IDLE)
+    assert rates[-1] > 4.0 * 1.1**6 * 1.5  # well past the 10%-a-second step
+    assert c.rate_per_s <= CEILING * c.capacity_per_s + 1e-9
+    # Slots busy again (smoothed, demand 0.68): no longer idle, the ordinary small steps.
+    before = c.rate_per_s
+    for i in range(int(before)):
+        c.observe_shown(106 + i / before)
+    assert c.update(107, waiting=500, utilisation=1.0).demand > 0.5
+    assert c.rate_per_s <= before * STEP_MAX + 1e-9
+
+
 def test_the_rate_stays_near_the_capacity_measured_while_saturated() -> None:
     c = controller()
     for second in range(60):  # saturated: 4 requests per person, 8 requests a second
@@ -114,8 +136,8 @@ def test_after_a_latency_cut_the_rate_returns_to_the_floor_at_once() -> None:
         assert c.update(now, waiting=50, utilisation=1.0).decision == "decrease"
     assert c.rate_per_s < FLOOR * 8.0
     # Later the latencies have left the window, the slots idle, the admitted come.
-    for i in range(40):
-        c.observe_shown(116 + i * 0.1)
+    for i in range(30):  # 7.5 a second: under the estimate
+        c.observe_shown(116 + i * 0.13)
     assert c.update(120, waiting=50, utilisation=0.3).decision == "increase"
     assert c.rate_per_s == pytest.approx(FLOOR * 8.0)
 

@@ -40,6 +40,14 @@ GAIN = 0.1
 STEP_MIN = 0.9
 STEP_MAX = 1.1
 INCREASE_MIN_PER_S = 0.05
+# Slots mostly idle while people wait and come (start-up, or back from a lull): the rate
+# is far below what the process serves. It then grows up to 30% a second, and the ceiling
+# with it, rather than 10% and 8%: from the initial rate to a 2-core machine's capacity in
+# about 4 s, not 11 s (docs/performance.md, Spike). Overshoot stays bounded: the rate
+# grows only while those it lets in come (SHOWN_MIN), and slots cap the work in flight.
+IDLE_DEMAND = 0.5
+GAIN_IDLE = 0.25
+STEP_MAX_IDLE = 1.3
 # While the slots are saturated, what the process completes is its capacity. In people
 # per second: completed protected requests / requests per admitted person (a long-run
 # average, ~1 minute). Steering by demand stays within [FLOOR, CEILING] x that estimate,
@@ -104,6 +112,7 @@ class CapacityController:
         self._last_decrease = -math.inf
         self._demand: float | None = None
         self._shown_avg = 0.0
+        self._first_shown: float | None = None
         self._completed_avg = 0.0
         self.capacity_per_s: float | None = None  # people per second, once measured
         self.last = ControllerState(self.rate_per_s, 0.0, 0.0, 0.0, 0.0, "start")
@@ -119,6 +128,8 @@ class CapacityController:
     def observe_shown(self, now: float) -> None:
         """A ticket holder came and was let in (its ticket became a pass)."""
         self._shown.append(now)
+        if self._first_shown is None:
+            self._first_shown = now
 
     def observe_busy(self, now: float) -> None:
         self._busy.append(now)
@@ -156,8 +167,15 @@ class CapacityController:
             return None
         return self._completed_avg / self._shown_avg
 
-    def _measure_capacity(self, demand: float) -> None:
-        shown = len(self._shown) / LATENCY_WINDOW_S
+    def _shown_per_s(self, now: float) -> float:
+        """People let in per second over the window, or since the first came if that is
+        sooner: a process that has just started has not seen a whole window yet."""
+        if self._first_shown is None:
+            return 0.0
+        return len(self._shown) / min(LATENCY_WINDOW_S, max(1.0, now - self._first_shown))
+
+    def _measure_capacity(self, demand: float, now: float) -> None:
+        shown = self._shown_per_s(now)
         self._shown_avg += PER_PERSON_SMOOTHING * (shown - self._shown_avg)
         self._completed_avg += PER_PERSON_SMOOTHING * (self.completed_per_s() - self._completed_avg)
         if demand < SATURATED:
@@ -184,9 +202,11 @@ class CapacityController:
             if step < 1:
                 rate = max(rate, min(self.rate_per_s, FLOOR * capacity))
             elif rate > CEILING * capacity:
-                rate = max(self.rate_per_s, CEILING * capacity)
-                if demand < SATURATED:
+                if demand < IDLE_DEMAND:
+                    capacity = self.capacity_per_s = max(capacity * CEILING_GROWTH, rate / CEILING)
+                elif demand < SATURATED:
                     self.capacity_per_s = capacity * CEILING_GROWTH
+                rate = max(self.rate_per_s, min(rate, CEILING * capacity))
             else:
                 # Back from a latency cut as soon as the work it built up has drained.
                 rate = max(rate, FLOOR * capacity)
@@ -206,7 +226,7 @@ class CapacityController:
             self._demand = measured
         self._demand += DEMAND_SMOOTHING * (measured - self._demand)
         demand = self._demand
-        self._measure_capacity(demand)
+        self._measure_capacity(demand, now)
         decision = "hold"
         if self.pinned_per_s is not None:
             decision = "pinned"
@@ -215,9 +235,12 @@ class CapacityController:
                 self._decrease(LATENCY_DECREASE, now)
                 decision = "decrease"
         elif waiting > 0:
-            step = (DEMAND_TARGET / max(demand, DEMAND_FLOOR)) ** GAIN
-            step = min(STEP_MAX, max(STEP_MIN, step))
-            shown = len(self._shown) / LATENCY_WINDOW_S >= SHOWN_MIN * self.rate_per_s
+            ratio = DEMAND_TARGET / max(demand, DEMAND_FLOOR)
+            if demand < IDLE_DEMAND:
+                step = min(STEP_MAX_IDLE, ratio**GAIN_IDLE)
+            else:
+                step = min(STEP_MAX, max(STEP_MIN, ratio**GAIN))
+            shown = self._shown_per_s(now) >= SHOWN_MIN * self.rate_per_s
             if step < 1 or shown:
                 self._steer(step, demand)
                 decision = "increase" if step > 1 else "decrease"
