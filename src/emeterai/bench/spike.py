@@ -871,9 +871,15 @@ def plot(report: dict[str, Any], path: Path) -> None:
         axes[0][column].axhline(report["capacity_per_s"], ls="--", color="grey", label="capacity")
         axes[0][column].set_ylabel("applicants/s")
         axes[0][column].legend(loc="upper left")
-        axes[1][column].plot(data["t"], data["admissions"], label="admissions/s", color="tab:green")
+        # Without the room nobody is admitted: what it finishes is then the figure to see.
+        if name == "admission":
+            axes[1][column].plot(
+                data["t"], data["admissions"], label="admitted/s", color="tab:green"
+            )
+        axes[1][column].plot(data["t"], data["finished"], label="finished/s", color="tab:olive")
         axes[1][column].axhline(report["capacity_per_s"], ls="--", color="grey")
-        axes[1][column].set_ylabel("admitted/s")
+        axes[1][column].set_ylabel("applicants/s")
+        axes[1][column].legend(loc="lower right")
         axes[2][column].plot(data["queue_t"], data["queue_length"], color="tab:blue")
         axes[2][column].set_ylabel("queue length")
         axes[3][column].plot(data["t"], data["stamp_p99_s"], color="tab:purple")
