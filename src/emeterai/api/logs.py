@@ -1,11 +1,12 @@
 """Server logs written by a thread of their own, never by the event loop.
 
 uvicorn writes an access line for every response from the event loop's thread. Under a
-rush that is a blocking write for each of thousands of queued answers, and each write gives
-up the GIL to the stamping threads, so the loop waits its turn to get it back; the spike
-benchmark found it behind a third of the cost of sending a response. Here the loggers' own
-handlers move behind a bounded queue served by a listener thread. When the queue is full
-a record is written at once, as before: no line is lost and no memory grows.
+rush that is a blocking write for each of thousands of queued answers, and each write
+gives up the GIL to the process's other threads, so the loop waits its turn to get it
+back; the spike benchmark found it behind a third of the cost of sending a response.
+Here the loggers' own handlers move behind a bounded queue served by a listener thread.
+When the queue is full a record is written at once, as before: no line is lost and no
+memory grows.
 """
 
 from __future__ import annotations
