@@ -13,6 +13,7 @@ from emeterai.bench.spike import (
     acceptance,
     arrival_schedule,
     fifo_violations,
+    phases,
     plot,
     saturation_time_s,
     summarise,
@@ -97,3 +98,22 @@ def test_summary_figures_and_acceptance(tmp_path: Path) -> None:
     picture = tmp_path / "spike.png"
     plot(report, picture)
     assert picture.read_bytes().startswith(b"\x89PNG")
+
+
+def test_phases_split_the_finishes_into_ramp_surge_and_drain() -> None:
+    # 30 s of arrivals at 20x: arrivals pass the capacity at 5.6 s; ramp to 15.6 s, surge
+    # to 45 s, drain to the last finish. One finish a second from 0 s to 100 s, and a
+    # second one each second of the drain.
+    ends = [float(t) for t in range(101)] + [t + 0.5 for t in range(45, 100)]
+    results = [finished(i, 0.0, at, 0.1) for i, at in enumerate(ends)]
+    split = phases(results, duration_s=30, overload=20, capacity_per_s=2.0)
+    assert split["ramp"]["from_s"] == pytest.approx(5.6)
+    assert split["ramp"]["to_s"] == pytest.approx(15.6)
+    assert split["surge"]["to_s"] == 45.0 and split["drain"]["to_s"] == 100.0
+    assert split["ramp"]["finished_per_s"] == pytest.approx(1.0)
+    assert split["surge"]["ratio"] == pytest.approx(0.5, abs=0.02)
+    assert split["drain"]["finished_per_s"] == pytest.approx(2.0, abs=0.02)
+    assert phases([], duration_s=30, overload=20, capacity_per_s=2.0) == {}
+    # A short run, over within the surge: no drain, and the surge ends at the last finish.
+    short = phases(results[:30], duration_s=30, overload=20, capacity_per_s=2.0)
+    assert short.keys() == {"ramp", "surge"} and short["surge"]["to_s"] == 29.0

@@ -475,6 +475,38 @@ def summarise(
     }
 
 
+SURGE_TAIL_S = 15.0  # after the last arrival, the surge's crowd is still arriving in work
+
+
+def phases(
+    results: list[ApplicantResult], *, duration_s: float, overload: float, capacity_per_s: float
+) -> dict[str, dict[str, float]]:
+    """Where goodput goes: applicants finished per second, and as a share of the capacity,
+    in the ramp (from when arrivals pass the capacity, for a third of the arrivals'
+    duration), the surge (until SURGE_TAIL_S after the last arrival) and the drain (until
+    the last applicant finished). A phase the run never reached is left out."""
+    ends = sorted(r.finished_s for r in results if r.finished_s is not None)
+    last = ends[-1] if ends else 0.0
+    start = saturation_time_s(duration_s, overload)
+    # A short run may be over before a phase's end: each ends by the last finish.
+    ramp_end = max(start, min(start + duration_s / 3, last))
+    surge_end = max(ramp_end, min(duration_s + SURGE_TAIL_S, last))
+    bounds = {"ramp": (start, ramp_end), "surge": (ramp_end, surge_end), "drain": (surge_end, last)}
+    found: dict[str, dict[str, float]] = {}
+    for name, (begin, end) in bounds.items():
+        if end <= begin:
+            continue
+        count = sum(1 for at in ends if begin <= at < end or at == last == end)
+        rate = count / (end - begin)
+        found[name] = {
+            "from_s": round(begin, 1),
+            "to_s": round(end, 1),
+            "finished_per_s": round(rate, 3),
+            "ratio": round(rate / capacity_per_s, 3) if capacity_per_s > 0 else 0.0,
+        }
+    return found
+
+
 def timeline(
     results: list[ApplicantResult], samples: list[dict[str, float]]
 ) -> dict[str, list[float]]:
@@ -823,6 +855,9 @@ def run_spike(
             results, capacity_per_s=capacity, window_start_s=saturation_time_s(duration_s, overload)
         )
         summary["quota_lost"] = quota_lost(url, results, [account for account, _ in made])
+        summary["phases"] = phases(
+            results, duration_s=duration_s, overload=overload, capacity_per_s=capacity
+        )
         runs[name] = summary
         series[name] = timeline(results, samples)
     progress("running emeterai audit")

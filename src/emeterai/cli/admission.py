@@ -11,6 +11,15 @@ import typer
 from emeterai.cli.common import out
 
 
+def _phase(figures: dict[str, float] | None) -> str:
+    if not figures:
+        return "-"
+    return (
+        f"{figures['finished_per_s']:.2f} ({figures['ratio']:.3f}), "
+        f"{figures['from_s']:.0f}-{figures['to_s']:.0f} s"
+    )
+
+
 def register(app: typer.Typer) -> None:
     from emeterai.cli import bench_app
 
@@ -106,6 +115,11 @@ def bench_spike(
         table.add_row(key, *(str(report.get(key)) for _ in runs))
     for key in keys:
         table.add_row(key, *(str(run.get(key)) for _, run in runs))
+    for phase in ("ramp", "surge", "drain"):
+        table.add_row(
+            f"{phase}: finished/s (ratio)",
+            *(_phase(run.get("phases", {}).get(phase)) for _, run in runs),
+        )
     table.add_row("status_counts", *(json.dumps(run["status_counts"]) for _, run in runs))
     out.print(table)
     checks = acceptance(report)
