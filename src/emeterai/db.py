@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,18 +59,48 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+@dataclass
+class WriteLockStats:
+    """How long this process's transactions waited for SQLite's single write lock, and
+    held it (from BEGIN IMMEDIATE until COMMIT or ROLLBACK is issued). On SQLite that
+    lock bounds what the server can do: /metrics shows it (docs/performance.md)."""
+
+    transactions: int = 0
+    waited_s: float = 0.0
+    held_s: float = 0.0
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, *, waited_s: float = 0.0, held_s: float | None = None) -> None:
+        with self._guard:
+            self.waited_s += waited_s
+            if held_s is not None:
+                self.held_s += held_s
+                self.transactions += 1
+
+    def totals(self) -> tuple[int, float, float]:
+        with self._guard:
+            return self.transactions, self.waited_s, self.held_s
+
+
+# The domain database's lock, for the whole process (the server's runtime passes it).
+WRITE_LOCK = WriteLockStats()
+_HELD_SINCE = "emeterai_write_lock_since"
+
+
+def make_engine(
+    url: str, *, pool_size: int = 10, write_lock: WriteLockStats | None = None
+) -> Engine:
     if is_sqlite(url):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, write_lock)
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, write_lock: WriteLockStats | None) -> None:
     """WAL, foreign keys, and one writer at a time: every transaction is BEGIN IMMEDIATE.
 
     That is SQLite's equivalent of the row locks PostgreSQL takes with FOR UPDATE: a
@@ -88,7 +121,24 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         # A read-only unit takes no write lock: WAL gives it a snapshot of its own.
         read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
-        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+        if read_only:
+            connection.exec_driver_sql("BEGIN DEFERRED")
+            return
+        started = time.perf_counter()
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if write_lock is not None:
+            connection.info[_HELD_SINCE] = now = time.perf_counter()
+            write_lock.add(waited_s=now - started)
+
+    if write_lock is not None:
+
+        def _on_end(connection: Any) -> None:
+            since = connection.info.pop(_HELD_SINCE, None)
+            if since is not None:
+                write_lock.add(held_s=time.perf_counter() - since)
+
+        event.listen(engine, "commit", _on_end)
+        event.listen(engine, "rollback", _on_end)
 
 
 def make_sessions(engine: Engine) -> sessionmaker[Session]:

@@ -14,7 +14,7 @@ from emeterai.accounts import TokenVerifier
 from emeterai.blobs import FileBlobStore
 from emeterai.clock import Clock, SystemClock
 from emeterai.config import Settings
-from emeterai.db import make_engine, make_sessions
+from emeterai.db import WRITE_LOCK, make_engine, make_sessions
 from emeterai.errors import DatabaseNotReady
 from emeterai.pki import root_certificate_pem
 
@@ -41,7 +41,7 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         # A read-only command must not leave an empty database behind.
         raise DatabaseNotReady(f"no emeterai database at {where}")
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url, write_lock=WRITE_LOCK)
     if not inspect(engine).has_table("serials"):
         engine.dispose()
         raise DatabaseNotReady(f"no emeterai schema at {where}")

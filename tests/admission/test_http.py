@@ -133,6 +133,7 @@ def test_verification_and_operations_stay_outside(server: Server) -> None:
             "emeterai_capacity_estimate_per_s",
             "emeterai_stamp_latency_seconds_bucket",
             "emeterai_http_responses_total",
+            "emeterai_db_write_lock_held_seconds_total",
         ):
             assert name in metrics
         status = client.get("/api/v1/status").json()

@@ -12,7 +12,9 @@ from emeterai.bench.spike import (
     ApplicantResult,
     acceptance,
     arrival_schedule,
+    controller_view,
     fifo_violations,
+    lock_busy_share,
     phases,
     plot,
     saturation_time_s,
@@ -117,3 +119,24 @@ def test_phases_split_the_finishes_into_ramp_surge_and_drain() -> None:
     # A short run, over within the surge: no drain, and the surge ends at the last finish.
     short = phases(results[:30], duration_s=30, overload=20, capacity_per_s=2.0)
     assert short.keys() == {"ramp", "surge"} and short["surge"]["to_s"] == 29.0
+
+
+def test_lock_busy_share_is_the_held_counters_growth_over_the_window() -> None:
+    exposition = (
+        "# TYPE emeterai_db_write_lock_held_seconds_total counter\n"
+        "emeterai_db_write_lock_held_seconds_total 12.5\n"
+        "# TYPE emeterai_admission_rate_per_s gauge\n"
+        "emeterai_admission_rate_per_s 9.0\n"
+    )
+    assert controller_view(exposition) == {"lock_held_s": 12.5, "rate": 9.0}
+    # Held 0.75 s of every second from 10 s to 20 s, then 0.25 s of every second.
+    samples = [
+        {"t": float(t), "lock_held_s": 0.75 * min(t, 20) + 0.25 * max(0, t - 20)}
+        for t in range(10, 41)
+    ]
+    assert lock_busy_share(samples, 10, 20) == pytest.approx(0.75)
+    assert lock_busy_share(samples, 20, 40) == pytest.approx(0.25)
+    assert lock_busy_share(samples, 10, 40) == pytest.approx(0.417, abs=0.001)
+    # Too few samples in the window, or none from a server without the counter.
+    assert lock_busy_share(samples, 50, 60) is None
+    assert lock_busy_share([{"t": float(t)} for t in range(10)], 0, 10) is None

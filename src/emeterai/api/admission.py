@@ -106,6 +106,7 @@ async def _tick_forever(room: WaitingRoom, metrics: Metrics) -> None:
             metrics.capacity.set(room.controller.capacity_per_s or 0.0)
             metrics.completed.set(room.controller.completed_per_s())
             metrics.demand.set(room.controller.last.demand)
+            metrics.observe_write_lock()
         if now - last_flush >= FLUSH_EVERY_S:
             last_flush = now
             with suppress(Exception):

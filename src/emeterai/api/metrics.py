@@ -11,6 +11,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from emeterai.admission.store import Snapshot
 from emeterai.admission.tickets import LANES
+from emeterai.db import WRITE_LOCK
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -74,6 +75,33 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+
+        # SQLite's one write lock, which bounds the server there (docs/performance.md).
+        self.write_transactions = Counter(
+            "emeterai_db_write_transactions",
+            "Write transactions on the SQLite database (0 on PostgreSQL).",
+            registry=registry,
+        )
+        self.write_lock_wait = Counter(
+            "emeterai_db_write_lock_wait_seconds",
+            "Time spent waiting for SQLite's write lock, summed over transactions.",
+            registry=registry,
+        )
+        self.write_lock_held = Counter(
+            "emeterai_db_write_lock_held_seconds",
+            "Time SQLite's write lock was held: its rate is the lock's busy share.",
+            registry=registry,
+        )
+        self._write_lock_seen = WRITE_LOCK.totals()
+
+    def observe_write_lock(self) -> None:
+        """Add what this process's write-lock totals grew by since the last call."""
+        totals, seen = WRITE_LOCK.totals(), self._write_lock_seen
+        self._write_lock_seen = totals
+        counters = (self.write_transactions, self.write_lock_wait, self.write_lock_held)
+        for counter, now, before in zip(counters, totals, seen, strict=True):
+            if now > before:
+                counter.inc(now - before)
 
     def exposition(self, snapshot: Snapshot | None) -> bytes:
         if multiprocess_mode():

@@ -28,6 +28,7 @@ import math
 import multiprocessing
 import os
 import secrets
+import shutil
 import socket
 import struct
 import subprocess
@@ -35,7 +36,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -376,13 +378,16 @@ def drive_in_processes(plan: LoadPlan, processes: int) -> list[ApplicantResult]:
         worker.start()
         workers.append((worker, Path(share.output)))
     results: list[ApplicantResult] = []
-    for worker, output in workers:
-        worker.join()
-        if output.exists():
-            for item in json.loads(output.read_text()):
-                item["requests"] = [tuple(r) for r in item["requests"]]
-                item["tickets"] = [tuple(t) for t in item["tickets"]]
-                results.append(ApplicantResult(**item))
+    try:
+        for worker, output in workers:
+            worker.join()
+            if output.exists():
+                for item in json.loads(output.read_text()):
+                    item["requests"] = [tuple(r) for r in item["requests"]]
+                    item["tickets"] = [tuple(t) for t in item["tickets"]]
+                    results.append(ApplicantResult(**item))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
     return sorted(results, key=lambda r: r.index)
 
 
@@ -676,6 +681,8 @@ CONTROLLER_GAUGES = {
     "emeterai_capacity_estimate_per_s": "capacity_estimate",
     "emeterai_protected_completed_per_s": "completed",
     "emeterai_admission_demand": "demand",
+    # A counter (seconds held, summed over the processes): see lock_busy_share.
+    "emeterai_db_write_lock_held_seconds_total": "lock_held_s",
 }
 
 
@@ -694,6 +701,32 @@ def controller_view(exposition: str) -> dict[str, float]:
     if values.get("demand"):
         view["demand"] = sum(values["demand"]) / len(values["demand"])
     return view
+
+
+def lock_busy_share(samples: list[dict[str, float]], start_s: float, end_s: float) -> float | None:
+    """The share of [start_s, end_s] (the run's seconds) that SQLite's write lock was held,
+    from the monitor's samples of the servers' counter; None without two samples in it.
+    On SQLite this lock is what bounds the server (docs/performance.md); PostgreSQL
+    shows 0."""
+    inside = [s for s in samples if start_s <= s["t"] <= end_s and "lock_held_s" in s]
+    if len(inside) < 2 or inside[-1]["t"] - inside[0]["t"] < 1.0:
+        return None
+    first, last = inside[0], inside[-1]
+    return round((last["lock_held_s"] - first["lock_held_s"]) / (last["t"] - first["t"]), 3)
+
+
+@contextmanager
+def monitoring(base_url: str, origin: float) -> Iterator[list[dict[str, float]]]:
+    """Sample the queue and the servers' gauges each second, in a thread, while inside."""
+    samples: list[dict[str, float]] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=_monitor, args=(base_url, origin, stop, samples), daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def _monitor(
@@ -723,9 +756,10 @@ def measure_capacity(
     seconds: float,
     concurrency: int,
     processes: int,
-) -> tuple[float, list[ApplicantResult]]:
+) -> tuple[float, list[ApplicantResult], float | None]:
     """Closed loop, no overload: `concurrency` applicants at a time, each followed by the
-    next as soon as it finishes. Completions per second after a warm-up of a third."""
+    next as soon as it finishes. Completions per second after a warm-up of a third, and
+    the write lock's busy share over the same window."""
     origin = time.time() + START_OFFSET_S
     plan = LoadPlan(
         server.base_url,
@@ -735,10 +769,11 @@ def measure_capacity(
         closed_loop_slots=concurrency,
         closed_loop_until=origin + seconds,
     )
-    results = drive_in_processes(plan, processes)
+    with monitoring(server.base_url, origin) as samples:
+        results = drive_in_processes(plan, processes)
     warm = seconds / 3
     done = [r for r in results if r.finished_s is not None and warm <= r.finished_s <= seconds]
-    return len(done) / (seconds - warm), results
+    return len(done) / (seconds - warm), results, lock_busy_share(samples, warm, seconds)
 
 
 def run_spike(
@@ -791,6 +826,8 @@ def run_spike(
     series: dict[str, Any] = {}
     modes = [True, False] if compare_no_admission else [True]
 
+    lock_shares: dict[str, float | None] = {}
+
     def server_capacity(when: str) -> float:
         # The server's own capacity: measured with the waiting room off, so that nothing
         # but the server limits it (the bar the waiting room is held to).
@@ -799,7 +836,7 @@ def run_spike(
         server = start_server(env, workers, admission=False, log=log)
         try:
             tokens = create_applicants(url, max(concurrency * 40, 50), f"capacity-{when}")
-            measured, _ = measure_capacity(
+            measured, _, lock_shares[when] = measure_capacity(
                 server,
                 tokens,
                 seconds=capacity_s,
@@ -831,17 +868,8 @@ def run_spike(
                 give_up_at,
                 [(i, at, made[i][1]) for i, at in enumerate(schedule)],
             )
-            samples: list[dict[str, float]] = []
-            stop = threading.Event()
-            monitor = threading.Thread(
-                target=_monitor, args=(server.base_url, origin, stop, samples), daemon=True
-            )
-            monitor.start()
-            try:
+            with monitoring(server.base_url, origin) as samples:
                 results = drive_in_processes(plan, load_processes)
-            finally:
-                stop.set()
-                monitor.join(timeout=10)
         finally:
             server.stop()
         finished.append((name, results, made, samples))
@@ -850,6 +878,8 @@ def run_spike(
     after = capacity_per_s if capacity_per_s is not None else server_capacity("after")
     capacity = (before + after) / 2
     report.update(capacity_before_per_s=round(before, 3), capacity_after_per_s=round(after, 3))
+    # The closed loop's busy share of SQLite's write lock: what the phases' shares compare to.
+    report["capacity_db_lock_busy"] = [lock_shares.get("before"), lock_shares.get("after")]
     for name, results, made, samples in finished:
         summary = summarise(
             results, capacity_per_s=capacity, window_start_s=saturation_time_s(duration_s, overload)
@@ -858,6 +888,8 @@ def run_spike(
         summary["phases"] = phases(
             results, duration_s=duration_s, overload=overload, capacity_per_s=capacity
         )
+        for phase in summary["phases"].values():
+            phase["db_lock_busy"] = lock_busy_share(samples, phase["from_s"], phase["to_s"])
         runs[name] = summary
         series[name] = timeline(results, samples)
     progress("running emeterai audit")

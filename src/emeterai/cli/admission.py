@@ -14,10 +14,12 @@ from emeterai.cli.common import out
 def _phase(figures: dict[str, float] | None) -> str:
     if not figures:
         return "-"
-    return (
+    text = (
         f"{figures['finished_per_s']:.2f} ({figures['ratio']:.3f}), "
         f"{figures['from_s']:.0f}-{figures['to_s']:.0f} s"
     )
+    lock = figures.get("db_lock_busy")
+    return text if lock is None else f"{text}, lock {lock:.2f}"
 
 
 def register(app: typer.Typer) -> None:
@@ -111,13 +113,13 @@ def bench_spike(
         "quota_lost",
         "audit_ok",
     )
-    for key in ("capacity_before_per_s", "capacity_after_per_s"):
+    for key in ("capacity_before_per_s", "capacity_after_per_s", "capacity_db_lock_busy"):
         table.add_row(key, *(str(report.get(key)) for _ in runs))
     for key in keys:
         table.add_row(key, *(str(run.get(key)) for _, run in runs))
     for phase in ("ramp", "surge", "drain"):
         table.add_row(
-            f"{phase}: finished/s (ratio)",
+            f"{phase}: finished/s (ratio), lock busy",
             *(_phase(run.get("phases", {}).get(phase)) for _, run in runs),
         )
     table.add_row("status_counts", *(json.dumps(run["status_counts"]) for _, run in runs))
