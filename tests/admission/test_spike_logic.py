@@ -12,6 +12,7 @@ from emeterai.bench.spike import (
     ApplicantResult,
     acceptance,
     arrival_schedule,
+    capacity_drift,
     controller_view,
     fifo_violations,
     lock_busy_share,
@@ -140,3 +141,11 @@ def test_lock_busy_share_is_the_held_counters_growth_over_the_window() -> None:
     # Too few samples in the window, or none from a server without the counter.
     assert lock_busy_share(samples, 50, 60) is None
     assert lock_busy_share([{"t": float(t)} for t in range(10)], 0, 10) is None
+
+
+def test_capacity_drift_is_the_gap_between_the_two_measurements_over_their_mean() -> None:
+    assert capacity_drift(20.0, 20.0) == 0.0
+    assert capacity_drift(18.0, 22.0) == pytest.approx(0.2)
+    assert capacity_drift(22.0, 18.0) == pytest.approx(0.2)
+    assert capacity_drift(4.95, 18.9) == pytest.approx(1.169, abs=0.001)
+    assert capacity_drift(0.0, 0.0) == 0.0

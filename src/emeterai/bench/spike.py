@@ -877,7 +877,11 @@ def run_spike(
     # so the bar is the mean of the two, and both are reported.
     after = capacity_per_s if capacity_per_s is not None else server_capacity("after")
     capacity = (before + after) / 2
-    report.update(capacity_before_per_s=round(before, 3), capacity_after_per_s=round(after, 3))
+    report.update(
+        capacity_before_per_s=round(before, 3),
+        capacity_after_per_s=round(after, 3),
+        capacity_drift=capacity_drift(before, after),
+    )
     # The closed loop's busy share of SQLite's write lock: what the phases' shares compare to.
     report["capacity_db_lock_busy"] = [lock_shares.get("before"), lock_shares.get("after")]
     for name, results, made, samples in finished:
@@ -903,6 +907,17 @@ def run_spike(
     report["series"] = series
     report["data_dir"] = str(data_dir)
     return report
+
+
+# Between the two capacity measurements, a larger change than this means the machine's
+# speed changed under the run: its ratio then says more about the machine than the server.
+CAPACITY_DRIFT_MAX = 0.15
+
+
+def capacity_drift(before: float, after: float) -> float:
+    """How far the two capacity measurements are apart, as a share of their mean."""
+    mean = (before + after) / 2
+    return round(abs(after - before) / mean, 3) if mean > 0 else 0.0
 
 
 def acceptance(report: dict[str, Any]) -> dict[str, bool]:

@@ -65,7 +65,7 @@ def bench_spike(
     from rich.table import Table
 
     from emeterai.admission.settings import AdmissionSettings
-    from emeterai.bench.spike import acceptance, plot, run_spike
+    from emeterai.bench.spike import CAPACITY_DRIFT_MAX, acceptance, plot, run_spike
 
     tuned: dict[str, str] = {}
     for entry in admission_setting or []:
@@ -113,7 +113,13 @@ def bench_spike(
         "quota_lost",
         "audit_ok",
     )
-    for key in ("capacity_before_per_s", "capacity_after_per_s", "capacity_db_lock_busy"):
+    keys_of_the_bar = (
+        "capacity_before_per_s",
+        "capacity_after_per_s",
+        "capacity_drift",
+        "capacity_db_lock_busy",
+    )
+    for key in keys_of_the_bar:
         table.add_row(key, *(str(report.get(key)) for _ in runs))
     for key in keys:
         table.add_row(key, *(str(run.get(key)) for _, run in runs))
@@ -124,6 +130,12 @@ def bench_spike(
         )
     table.add_row("status_counts", *(json.dumps(run["status_counts"]) for _, run in runs))
     out.print(table)
+    if report.get("capacity_drift", 0.0) > CAPACITY_DRIFT_MAX:
+        out.print(
+            f"[yellow]warning[/]: the two capacity measurements differ by "
+            f"{report['capacity_drift']:.0%} of their mean: the machine's speed changed "
+            "during the run, so its goodput ratio is unreliable; run it again"
+        )
     checks = acceptance(report)
     report["acceptance"] = checks
     for check, passed in checks.items():
