@@ -379,22 +379,21 @@ async def _one(runtime: Runtime, order_id: str, **owner: int) -> dict[str, Any]:
 async def _sandbox(
     request: Request, order_id: str, body: SandboxPayIn, **owner: int
 ) -> JSONResponse:
-    from emeterai.channels.sandbox import deliver, plan_payment
+    from emeterai.channels.sandbox import deliver, planned_payment
 
     runtime = runtime_of(request)
 
     def plan() -> Any:
-        with transaction(runtime.sessions) as session:
-            return plan_payment(
-                session,
-                runtime.settings,
-                order_id,
-                outcome=body.outcome,
-                duplicates=body.duplicates,
-                delay_s=body.delay_s,
-                now=runtime.clock.now(),
-                **owner,
-            )
+        return planned_payment(
+            runtime.sessions,
+            runtime.settings,
+            order_id,
+            outcome=body.outcome,
+            duplicates=body.duplicates,
+            delay_s=body.delay_s,
+            now=runtime.clock.now(),
+            **owner,
+        )
 
     planned = await run_in_threadpool(plan)
     if planned.outcome == "fail":

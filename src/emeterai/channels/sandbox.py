@@ -22,7 +22,7 @@ from emeterai.channels.orders import add_event, get_order
 from emeterai.channels.payments import Credited, handle_webhook
 from emeterai.clock import Clock
 from emeterai.config import Settings
-from emeterai.db import transaction
+from emeterai.db import read_transaction, transaction
 from emeterai.errors import BadInput, EmeteraiError, SandboxDisabled
 
 log = logging.getLogger("emeterai.sandbox")
@@ -79,11 +79,40 @@ def plan_payment(
     )
 
 
+def planned_payment(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    order_id: str,
+    *,
+    outcome: str,
+    duplicates: int,
+    delay_s: int,
+    now: datetime,
+    account_id: int | None = None,
+    channel_id: int | None = None,
+) -> SandboxPlan:
+    """`plan_payment` in a unit of work of its own, which writes only to note a failure:
+    checking a confirmation never takes SQLite's write lock (the handler's does)."""
+    unit = transaction if outcome == "fail" else read_transaction
+    with unit(sessions) as session:
+        return plan_payment(
+            session,
+            settings,
+            order_id,
+            outcome=outcome,
+            duplicates=duplicates,
+            delay_s=delay_s,
+            now=now,
+            account_id=account_id,
+            channel_id=channel_id,
+        )
+
+
 def deliver(
     sessions: sessionmaker[Session], settings: Settings, clock: Clock, plan: SandboxPlan
 ) -> list[dict[str, object]]:
     """Send the confirmation (and its duplicates, each signed anew) to the real handler."""
-    with transaction(sessions) as session:
+    with read_transaction(sessions) as session:
         order = get_order(session, plan.order_id)
         secret = live_webhook_secrets(session, settings, plan.channel_id, now=clock.now())[0]
         amount = order.amount_rupiah

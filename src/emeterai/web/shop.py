@@ -255,7 +255,7 @@ async def sandbox_pay(
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """SANDBOX: pay as the shop's payment provider would (only with the sandbox on)."""
-    from emeterai.channels.sandbox import deliver, plan_payment
+    from emeterai.channels.sandbox import deliver, planned_payment
 
     page = await page_for(request)
     if page.viewer is None:
@@ -266,17 +266,16 @@ async def sandbox_pay(
         check_csrf(page, csrf_token)
 
         def plan() -> Any:
-            with transaction(runtime.sessions) as session:
-                return plan_payment(
-                    session,
-                    runtime.settings,
-                    order_id,
-                    outcome=outcome,
-                    duplicates=0,
-                    delay_s=SANDBOX_DELAY_S if outcome == "delay" else 0,
-                    now=runtime.clock.now(),
-                    account_id=account_id,
-                )
+            return planned_payment(
+                runtime.sessions,
+                runtime.settings,
+                order_id,
+                outcome=outcome,
+                duplicates=0,
+                delay_s=SANDBOX_DELAY_S if outcome == "delay" else 0,
+                now=runtime.clock.now(),
+                account_id=account_id,
+            )
 
         planned = await run_in_threadpool(plan)
         if planned.outcome == "confirm":
