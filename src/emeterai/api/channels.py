@@ -379,12 +379,12 @@ async def _one(runtime: Runtime, order_id: str, **owner: int) -> dict[str, Any]:
 async def _sandbox(
     request: Request, order_id: str, body: SandboxPayIn, **owner: int
 ) -> JSONResponse:
-    from emeterai.channels.sandbox import deliver, planned_payment
+    from emeterai.channels.sandbox import deliver, plan_payment
 
     runtime = runtime_of(request)
 
     def plan() -> Any:
-        return planned_payment(
+        return plan_payment(
             runtime.sessions,
             runtime.settings,
             order_id,

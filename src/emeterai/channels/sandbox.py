@@ -48,38 +48,6 @@ def check_enabled(settings: Settings) -> None:
 
 
 def plan_payment(
-    session: Session,
-    settings: Settings,
-    order_id: str,
-    *,
-    outcome: str,
-    duplicates: int,
-    delay_s: int,
-    now: datetime,
-    account_id: int | None = None,
-    channel_id: int | None = None,
-) -> SandboxPlan:
-    """Check the request and note a failed payment; the edge then runs the plan."""
-    check_enabled(settings)
-    if outcome not in OUTCOMES:
-        raise BadInput(f"outcome must be one of {', '.join(OUTCOMES)}")
-    if not 0 <= duplicates <= DUPLICATES_MAX or not 0 <= delay_s <= DELAY_S_MAX:
-        raise BadInput(f"duplicates 0..{DUPLICATES_MAX}, delay_s 0..{DELAY_S_MAX}")
-    order = get_order(session, order_id, account_id=account_id, channel_id=channel_id)
-    if outcome == "fail":
-        add_event(session, order.id, "payment_failed", now, "SANDBOX: the simulated payment failed")
-        log.warning("SANDBOX payment failed for order %s", order.id)
-    return SandboxPlan(
-        order_id=order.id,
-        channel_id=order.channel_id,
-        outcome=outcome,
-        duplicates=duplicates,
-        delay_s=delay_s if outcome == "delay" else 0,
-        payment_reference=f"sandbox-{order.id}",
-    )
-
-
-def planned_payment(
     sessions: sessionmaker[Session],
     settings: Settings,
     order_id: str,
@@ -91,21 +59,29 @@ def planned_payment(
     account_id: int | None = None,
     channel_id: int | None = None,
 ) -> SandboxPlan:
-    """`plan_payment` in a unit of work of its own, which writes only to note a failure:
-    checking a confirmation never takes SQLite's write lock (the handler's does)."""
+    """Check the request and note a failed payment; the edge then runs the plan. Its
+    unit of work writes only to note a failure: checking a confirmation never takes
+    SQLite's write lock (the payment handler's own transaction does)."""
+    check_enabled(settings)
+    if outcome not in OUTCOMES:
+        raise BadInput(f"outcome must be one of {', '.join(OUTCOMES)}")
+    if not 0 <= duplicates <= DUPLICATES_MAX or not 0 <= delay_s <= DELAY_S_MAX:
+        raise BadInput(f"duplicates 0..{DUPLICATES_MAX}, delay_s 0..{DELAY_S_MAX}")
     unit = transaction if outcome == "fail" else read_transaction
     with unit(sessions) as session:
-        return plan_payment(
-            session,
-            settings,
-            order_id,
-            outcome=outcome,
-            duplicates=duplicates,
-            delay_s=delay_s,
-            now=now,
-            account_id=account_id,
-            channel_id=channel_id,
-        )
+        order = get_order(session, order_id, account_id=account_id, channel_id=channel_id)
+        if outcome == "fail":
+            note = "SANDBOX: the simulated payment failed"
+            add_event(session, order.id, "payment_failed", now, note)
+            log.warning("SANDBOX payment failed for order %s", order.id)
+    return SandboxPlan(
+        order_id=order.id,
+        channel_id=order.channel_id,
+        outcome=outcome,
+        duplicates=duplicates,
+        delay_s=delay_s if outcome == "delay" else 0,
+        payment_reference=f"sandbox-{order.id}",
+    )
 
 
 def deliver(

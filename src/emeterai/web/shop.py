@@ -255,7 +255,7 @@ async def sandbox_pay(
     csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """SANDBOX: pay as the shop's payment provider would (only with the sandbox on)."""
-    from emeterai.channels.sandbox import deliver, planned_payment
+    from emeterai.channels.sandbox import deliver, plan_payment
 
     page = await page_for(request)
     if page.viewer is None:
@@ -266,7 +266,7 @@ async def sandbox_pay(
         check_csrf(page, csrf_token)
 
         def plan() -> Any:
-            return planned_payment(
+            return plan_payment(
                 runtime.sessions,
                 runtime.settings,
                 order_id,
