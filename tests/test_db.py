@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from emeterai.db import WriteLockStats, make_engine, make_sessions, read_transaction, transaction
@@ -19,12 +20,9 @@ def test_write_transactions_are_timed_and_reads_are_not(tmp_path: Path) -> None:
             session.execute(text("INSERT INTO t VALUES (1)"))
         with read_transaction(sessions) as session:
             assert session.execute(text("SELECT count(*) FROM t")).scalar_one() == 1
-        try:
-            with transaction(sessions) as session:
-                session.execute(text("INSERT INTO t VALUES (2)"))
-                raise RuntimeError("roll back")
-        except RuntimeError:
-            pass
+        with pytest.raises(RuntimeError), transaction(sessions) as session:
+            session.execute(text("INSERT INTO t VALUES (2)"))
+            raise RuntimeError("roll back")
         transactions, waited_s, held_s = stats.totals()
         assert transactions == 2  # the commit and the rollback; the read took no lock
         assert held_s > 0 and waited_s >= 0
