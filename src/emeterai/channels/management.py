@@ -37,7 +37,14 @@ from emeterai.channels.models import (
 )
 from emeterai.config import Settings
 from emeterai.errors import ChannelExists, ChannelNotFound, InvalidAmount, InvalidChannel
-from emeterai.ledger import LEDGER_QUOTA, LEDGER_RUPIAH, LedgerAccount, open_account, transfer
+from emeterai.ledger import (
+    LEDGER_QUOTA,
+    LEDGER_RUPIAH,
+    LedgerAccount,
+    Move,
+    open_account,
+    transfer,
+)
 from emeterai.ledger.models import Transfer
 from emeterai.quota import check_reference, issuer_supply
 
@@ -299,6 +306,8 @@ def check_can_sell(session: Session, channel: Channel, count: int) -> None:
     """Refuse an order the channel could not cover; the shop can always sell."""
     from emeterai.errors import ChannelStockExhausted
 
+    if channel.kind == "shop":
+        return
     can_sell = stock_of(session, channel).can_sell
     if can_sell is not None and count > can_sell:
         raise ChannelStockExhausted(
@@ -306,23 +315,22 @@ def check_can_sell(session: Session, channel: Channel, count: int) -> None:
         )
 
 
-def ensure_stock(session: Session, channel: Channel, count: int, *, key: str, now: datetime) -> int:
-    """Top the stock up from supply so that it covers `count`; returns the top-up.
+def stock_topup(
+    session: Session, channel: Channel, count: int, *, key: str, now: datetime
+) -> Move | None:
+    """The move from supply that tops the stock up to cover `count`, if it falls short.
 
-    The caller holds the channel row lock. Idempotent on `key` (derived from the sale)."""
+    The caller holds the channel row lock and makes the move in the same transaction.
+    Idempotent on `key` (derived from the sale)."""
     shortfall = count - _stock_available(session, channel)
     if shortfall <= 0:
-        return 0
-    supply = issuer_supply(session, now=now)
-    transfer(
-        session,
-        debit_account_id=supply.id,
+        return None
+    if channel.kind != "shop":
+        channel.credit_used += shortfall
+    return Move(
+        debit_account_id=issuer_supply(session, now=now).id,
         credit_account_id=channel.stock_account_id,
         amount=shortfall,
-        now=now,
         idempotency_key=f"channel-topup:{key}",
         memo=f"automatic top-up for {key}"[:200],
     )
-    if channel.kind != "shop":
-        channel.credit_used += shortfall
-    return shortfall

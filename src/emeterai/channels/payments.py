@@ -19,7 +19,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,14 +28,14 @@ from emeterai.channels.keys import live_webhook_secrets
 from emeterai.channels.management import (
     FACE_VALUE_RUPIAH,
     NO_KEY_UPDATE,
-    ensure_stock,
     lock_channel,
+    stock_topup,
 )
 from emeterai.channels.models import Channel, Order, Payment, Rejection, WebhookNonce
 from emeterai.channels.orders import add_event
 from emeterai.clock import Clock
 from emeterai.config import Settings
-from emeterai.db import transaction
+from emeterai.db import read_transaction, transaction
 from emeterai.errors import (
     BadSignature,
     MalformedConfirmation,
@@ -48,7 +48,7 @@ from emeterai.errors import (
     WrongAmount,
 )
 from emeterai.faults import fault_point
-from emeterai.ledger import transfer
+from emeterai.ledger import Move, transfers
 from emeterai.quota import quota_accounts
 
 log = logging.getLogger("emeterai.channels")
@@ -129,12 +129,18 @@ def parse_confirmation(body: bytes) -> Confirmation:
     )
 
 
-def _payment_by_reference(session: Session, channel_id: int, reference: str) -> Payment | None:
-    return session.scalars(
-        select(Payment).where(
-            Payment.channel_id == channel_id, Payment.payment_reference == reference
-        )
-    ).first()
+def _payments_of(session: Session, channel_id: int, reference: str, order_id: str) -> list[Payment]:
+    """The payment recorded under this reference, and the one this order already has."""
+    return list(
+        session.scalars(
+            select(Payment).where(
+                or_(
+                    and_(Payment.channel_id == channel_id, Payment.payment_reference == reference),
+                    Payment.order_id == order_id,
+                )
+            )
+        ).all()
+    )
 
 
 def record_payment(
@@ -156,7 +162,9 @@ def record_payment(
         raise OrderOfAnotherChannel(f"order {order.id} was not taken by this channel")
     reference = confirmation.payment_reference
     # Re-read after the lock: a twin that held it has committed by now.
-    earlier = _payment_by_reference(session, channel_id, reference)
+    known = _payments_of(session, channel_id, reference, order.id)
+    mine = (channel_id, reference)
+    earlier = next((row for row in known if (row.channel_id, row.payment_reference) == mine), None)
     if earlier is not None:
         if (earlier.order_id, earlier.amount_rupiah) != (order.id, confirmation.amount_rupiah):
             raise PaymentReferenceConflict(
@@ -168,13 +176,14 @@ def record_payment(
             f"order {order.id} costs Rp{order.amount_rupiah}, not Rp{confirmation.amount_rupiah}",
             expected_rupiah=order.amount_rupiah,
         )
-    paid_already = session.scalars(select(Payment).where(Payment.order_id == order.id)).first()
+    paid_already = next((row for row in known if row.order_id == order.id), None)
     if paid_already is not None:
         raise OrderAlreadyPaid(
             f"order {order.id} was already paid under reference {paid_already.payment_reference}"
         )
     late = order.status == "expired" or order.expires_at <= now
-    order.status = "paid"
+    # The order goes from awaiting payment (or expired) to credited in this one
+    # transaction: no other transaction ever sees it merely paid.
     if late:
         add_event(
             session,
@@ -200,11 +209,12 @@ def record_payment(
         received_at=now,
         credit_transfer_id=credit,
     )
+    session.add(payment)
     try:
-        with session.begin_nested():
-            session.add(payment)
+        session.flush()
     except IntegrityError as error:
-        # Same reference for another order, committed concurrently: nothing of ours stays.
+        # Same reference for another order, committed concurrently. The whole
+        # transaction rolls back, so nothing of ours stays.
         raise PaymentReferenceConflict(f"payment reference {reference} is taken") from error
     order.status = "credited"
     order.credit_transfer_id = credit
@@ -218,10 +228,10 @@ def record_payment(
 def _credit(
     session: Session, channel: Channel, order: Order, reference: str, *, now: datetime
 ) -> int:
-    """The ledger side of a sale; returns the quota transfer's id."""
+    """The ledger side of a sale, as one batch of moves; returns the quota transfer's id."""
     key = f"{channel.id}:{reference}"
-    topped_up = ensure_stock(session, channel, order.count, key=key, now=now)
-    if topped_up and channel.kind != "shop" and channel.credit_used > channel.credit_limit:
+    topup = stock_topup(session, channel, order.count, key=key, now=now)
+    if topup and channel.kind != "shop" and channel.credit_used > channel.credit_limit:
         log.warning(
             "channel %s is past its credit limit (%d of %d) to credit paid order %s",
             channel.name,
@@ -230,37 +240,18 @@ def _credit(
             order.id,
         )
     user = quota_accounts(session, order.account_id, now=now)
-    sale = transfer(
-        session,
-        debit_account_id=channel.stock_account_id,
-        credit_account_id=user.quota.id,
-        amount=order.count,
-        now=now,
-        idempotency_key=f"sale:{key}",
-        memo=f"order {order.id}",
-    )
     duty = order.count * FACE_VALUE_RUPIAH
     fees = order.amount_rupiah - duty
-    transfer(
-        session,
-        debit_account_id=channel.collected_account_id,
-        credit_account_id=channel.duty_account_id,
-        amount=duty,
-        now=now,
-        idempotency_key=f"duty:{key}",
-        memo=f"order {order.id}",
-    )
+    memo = f"order {order.id}"
+    sale = Move(channel.stock_account_id, user.quota.id, order.count, f"sale:{key}", memo)
+    collected = channel.collected_account_id
+    moves = [topup] if topup else []
+    moves.append(sale)
+    moves.append(Move(collected, channel.duty_account_id, duty, f"duty:{key}", memo))
     if fees > 0:
-        transfer(
-            session,
-            debit_account_id=channel.collected_account_id,
-            credit_account_id=channel.fees_account_id,
-            amount=fees,
-            now=now,
-            idempotency_key=f"fee:{key}",
-            memo=f"order {order.id}",
-        )
-    return sale.id
+        moves.append(Move(collected, channel.fees_account_id, fees, f"fee:{key}", memo))
+    made = transfers(session, moves, now=now)
+    return made[moves.index(sale)].id
 
 
 def _answer(order: Order, payment: Payment, *, duplicate: bool, late: bool) -> Credited:
@@ -301,23 +292,15 @@ def _remember_signature(
 ) -> None:
     from emeterai.errors import ReplayedConfirmation
 
-    seen = session.scalars(
-        select(WebhookNonce.id).where(
-            WebhookNonce.channel_id == channel_id, WebhookNonce.signature == digest_hex
+    # The unique (channel, signature) index is the check: no read first, under the lock.
+    # This is the transaction's first write, so a refusal rolls back nothing else.
+    session.add(
+        WebhookNonce(
+            channel_id=channel_id, signature=digest_hex, timestamp_s=timestamp_s, received_at=now
         )
-    ).first()
-    if seen is not None:
-        raise ReplayedConfirmation("this signed confirmation was already received")
+    )
     try:
-        with session.begin_nested():
-            session.add(
-                WebhookNonce(
-                    channel_id=channel_id,
-                    signature=digest_hex,
-                    timestamp_s=timestamp_s,
-                    received_at=now,
-                )
-            )
+        session.flush()
     except IntegrityError as error:
         raise ReplayedConfirmation("this signed confirmation was already received") from error
 
@@ -374,16 +357,20 @@ def handle_webhook(
         if digest_hex is None:
             raise BadSignature("X-Emeterai-Signature must be sha256=<64 hex digits>")
         confirmation = parse_confirmation(body)
-        with transaction(sessions) as session:
+        # Who signed it is read from a snapshot, without SQLite's write lock: a secret
+        # rotated meanwhile stays valid through its overlap window, and every write
+        # below (nonce, payment, credit) is checked again under the lock.
+        with read_transaction(sessions) as session:
             if channel_id is None:
                 order = session.get(Order, confirmation.order_id)
                 if order is None:
                     raise UnknownOrder(f"no order {confirmation.order_id}")
                 channel_id = order.channel_id
             secrets = live_webhook_secrets(session, settings, channel_id, now=now)
-            if not signing.matches(secrets, timestamp_s, body, digest_hex):
-                raise BadSignature("the signature does not match this channel's secret")
-            fault_point(settings.fault_points, "payment.after_verify")
+        if not signing.matches(secrets, timestamp_s, body, digest_hex):
+            raise BadSignature("the signature does not match this channel's secret")
+        fault_point(settings.fault_points, "payment.after_verify")
+        with transaction(sessions) as session:
             _remember_signature(session, channel_id, digest_hex, timestamp_s, now)
             credited = record_payment(
                 session,

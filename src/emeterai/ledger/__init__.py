@@ -11,29 +11,37 @@ PostgreSQL; SQLite serialises writers with BEGIN IMMEDIATE), then re-reads what 
 
 from emeterai.ledger.models import LEDGER_QUOTA, LEDGER_RUPIAH, LedgerAccount, Transfer
 from emeterai.ledger.operations import (
+    AccountSpec,
     Balance,
+    Move,
     balance_of,
     expire_due,
     lock_accounts,
     open_account,
+    open_accounts,
     post_pending,
     reserve,
     transfer,
+    transfers,
     void_pending,
 )
 
 __all__ = [
     "LEDGER_QUOTA",
     "LEDGER_RUPIAH",
+    "AccountSpec",
     "Balance",
     "LedgerAccount",
+    "Move",
     "Transfer",
     "balance_of",
     "expire_due",
     "lock_accounts",
     "open_account",
+    "open_accounts",
     "post_pending",
     "reserve",
     "transfer",
+    "transfers",
     "void_pending",
 ]

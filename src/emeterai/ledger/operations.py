@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, SessionTransaction, aliased
 
 from emeterai.errors import (
     ExceedsCredits,
@@ -22,6 +23,11 @@ from emeterai.ledger.models import LedgerAccount, Transfer
 
 AMOUNT_MAX = 10**15  # far above any real quota or rupiah amount, far below BIGINT
 SETTLEMENT_KINDS = ("post", "void", "expire")
+
+# The accounts each open transaction (or savepoint) has locked. A lock lasts until its
+# transaction ends; a savepoint's set goes with it, since rolling back to a savepoint may
+# release what was locked inside it.
+_LOCKED: WeakKeyDictionary[SessionTransaction, set[int]] = WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,59 @@ class Balance:
         return self.credits_posted - self.debits_posted - self.debits_pending
 
 
+@dataclass(frozen=True)
+class AccountSpec:
+    """A ledger account to open: `code` is its stable, unique name."""
+
+    code: str
+    ledger: int
+    kind: str
+    owner_account_id: int | None = None
+    debits_must_not_exceed_credits: bool = True
+
+
+def open_accounts(
+    session: Session, specs: Sequence[AccountSpec], *, now: datetime
+) -> list[LedgerAccount]:
+    """The accounts named by `specs`, in order, creating those that do not exist yet
+    (idempotent). One read finds them all, and one savepoint creates the missing ones."""
+    codes = [spec.code for spec in specs]
+    found = {
+        row.code: row
+        for row in session.scalars(select(LedgerAccount).where(LedgerAccount.code.in_(codes)))
+    }
+    missing = [spec for spec in specs if spec.code not in found]
+    if missing:
+        made = {
+            spec.code: LedgerAccount(
+                ledger=spec.ledger,
+                code=spec.code,
+                kind=spec.kind,
+                owner_account_id=spec.owner_account_id,
+                debits_must_not_exceed_credits=spec.debits_must_not_exceed_credits,
+                debits_pending=0,
+                debits_posted=0,
+                credits_pending=0,
+                credits_posted=0,
+                created_at=now,
+            )
+            for spec in missing
+        }
+        try:
+            with session.begin_nested():
+                session.add_all(made.values())
+            found.update(made)
+        except IntegrityError:
+            # A concurrent transaction created one first; theirs are the accounts.
+            found = {
+                row.code: row
+                for row in session.scalars(
+                    select(LedgerAccount).where(LedgerAccount.code.in_(codes))
+                )
+            }
+    return [found[code] for code in codes]
+
+
 def open_account(
     session: Session,
     *,
@@ -47,45 +106,49 @@ def open_account(
     owner_account_id: int | None = None,
     debits_must_not_exceed_credits: bool = True,
 ) -> LedgerAccount:
-    """Return the account named `code`, creating it on first use (idempotent)."""
-    existing = session.scalars(select(LedgerAccount).where(LedgerAccount.code == code)).first()
-    if existing is not None:
-        return existing
-    account = LedgerAccount(
-        ledger=ledger,
-        code=code,
-        kind=kind,
-        owner_account_id=owner_account_id,
-        debits_must_not_exceed_credits=debits_must_not_exceed_credits,
-        debits_pending=0,
-        debits_posted=0,
-        credits_pending=0,
-        credits_posted=0,
-        created_at=now,
-    )
-    try:
-        with session.begin_nested():
-            session.add(account)
-    except IntegrityError:
-        # A concurrent transaction created it first; theirs is the account.
-        return session.scalars(select(LedgerAccount).where(LedgerAccount.code == code)).one()
-    return account
+    """The account named `code`, created on first use (idempotent)."""
+    spec = AccountSpec(code, ledger, kind, owner_account_id, debits_must_not_exceed_credits)
+    return open_accounts(session, [spec], now=now)[0]
+
+
+def _held_locks(session: Session) -> tuple[SessionTransaction | None, set[int]]:
+    """The innermost open transaction, and the accounts it and its parents have locked."""
+    current = session.get_nested_transaction() or session.get_transaction()
+    held: set[int] = set()
+    step = current
+    while step is not None:
+        held |= _LOCKED.get(step, set())
+        step = step.parent
+    return current, held
 
 
 def lock_accounts(session: Session, account_ids: Sequence[int]) -> dict[int, LedgerAccount]:
-    """Lock accounts in ascending id order, so two transfers can never deadlock."""
+    """Lock accounts in ascending id order, so two transfers can never deadlock.
+
+    An account this transaction has already locked is not asked for again: nobody else
+    can have changed it since, so the session's copy is current."""
     ids = sorted(set(account_ids))
-    rows = session.scalars(
-        select(LedgerAccount)
-        .where(LedgerAccount.id.in_(ids))
-        .order_by(LedgerAccount.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).all()
-    found = {row.id: row for row in rows}
+    current, held = _held_locks(session)
+    missing = [account_id for account_id in ids if account_id not in held]
+    found: dict[int, LedgerAccount] = {}
+    if missing:
+        rows = session.scalars(
+            select(LedgerAccount)
+            .where(LedgerAccount.id.in_(missing))
+            .order_by(LedgerAccount.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
+        found = {row.id: row for row in rows}
+        if current is not None:
+            _LOCKED.setdefault(current, set()).update(found)
     for account_id in ids:
-        if account_id not in found:
+        account = found.get(account_id) or (
+            session.get(LedgerAccount, account_id) if account_id in held else None
+        )
+        if account is None:
             raise LedgerAccountNotFound(f"ledger account {account_id} does not exist")
+        found[account_id] = account
     return found
 
 
@@ -105,71 +168,101 @@ def _check_debit_allowed(account: LedgerAccount, amount: int) -> None:
         )
 
 
-def _replay(
-    session: Session, key: str, *, kind: str, debit_id: int, credit_id: int, amount: int
-) -> Transfer | None:
-    existing = session.scalars(select(Transfer).where(Transfer.idempotency_key == key)).first()
-    if existing is None:
-        return None
-    same = (existing.kind, existing.debit_account_id, existing.credit_account_id, existing.amount)
-    if same != (kind, debit_id, credit_id, amount):
-        raise IdempotencyConflict(f"idempotency key {key!r} was used for a different transfer")
-    return existing
+@dataclass(frozen=True)
+class Move:
+    """One transfer of a batch (`transfers`)."""
+
+    debit_account_id: int
+    credit_account_id: int
+    amount: int
+    idempotency_key: str | None = None
+    memo: str = ""
+
+
+def _replays(session: Session, moves: Sequence[Move], kind: str) -> dict[str, Transfer]:
+    """The transfers already made under the moves' keys; a key used for another transfer
+    is refused."""
+    keys = [move.idempotency_key for move in moves if move.idempotency_key is not None]
+    if len(set(keys)) != len(keys):
+        raise IdempotencyConflict("one batch names an idempotency key twice")
+    if not keys:
+        return {}
+    found: dict[str, Transfer] = {
+        row.idempotency_key: row
+        for row in session.scalars(select(Transfer).where(Transfer.idempotency_key.in_(keys)))
+        if row.idempotency_key is not None
+    }
+    for move in moves:
+        existing = found.get(move.idempotency_key or "")
+        if existing is None:
+            continue
+        same = (existing.kind, existing.debit_account_id, existing.credit_account_id)
+        asked = (kind, move.debit_account_id, move.credit_account_id)
+        if (same, existing.amount) != (asked, move.amount):
+            raise IdempotencyConflict(
+                f"idempotency key {move.idempotency_key!r} was used for a different transfer"
+            )
+    return found
 
 
 def _open(
     session: Session,
+    moves: Sequence[Move],
     *,
     kind: str,
-    debit_id: int,
-    credit_id: int,
-    amount: int,
     now: datetime,
     expires_at: datetime | None,
-    idempotency_key: str | None,
-    memo: str,
-) -> Transfer:
-    """Insert a `single` (posted at once) or `pending` transfer, or replay its twin."""
-    _check_amount(amount)
-    if debit_id == credit_id:
-        raise InvalidAmount("a transfer needs two distinct accounts")
-    accounts = lock_accounts(session, [debit_id, credit_id])
-    debit, credit = accounts[debit_id], accounts[credit_id]
-    if debit.ledger != credit.ledger:
-        raise InvalidAmount("a transfer cannot cross ledgers")
-    if idempotency_key is not None:
-        # Checked after the lock: a concurrent twin has committed by now, and we see it.
-        replay = _replay(
-            session,
-            idempotency_key,
-            kind=kind,
-            debit_id=debit_id,
-            credit_id=credit_id,
-            amount=amount,
-        )
-        if replay is not None:
-            return replay
-    _check_debit_allowed(debit, amount)
-    if kind == "pending":
-        debit.debits_pending += amount
-        credit.credits_pending += amount
-    else:
-        debit.debits_posted += amount
-        credit.credits_posted += amount
-    row = Transfer(
-        ledger=debit.ledger,
-        kind=kind,
-        debit_account_id=debit.id,
-        credit_account_id=credit.id,
-        amount=amount,
-        idempotency_key=idempotency_key,
-        expires_at=expires_at,
-        memo=memo[:200],
-        created_at=now,
+) -> list[Transfer]:
+    """Insert `single` (posted at once) or `pending` transfers, or replay their twins.
+
+    All their accounts are locked in one statement, every key is looked up in one, and the
+    rows go out in one flush. Moves apply in order, so one may spend what an earlier one
+    credited; if any is refused, the caller's transaction rolls the whole batch back."""
+    for move in moves:
+        _check_amount(move.amount)
+        if move.debit_account_id == move.credit_account_id:
+            raise InvalidAmount("a transfer needs two distinct accounts")
+    accounts = lock_accounts(
+        session, [id_ for move in moves for id_ in (move.debit_account_id, move.credit_account_id)]
     )
-    session.add(row)
+    # Checked after the lock: a concurrent twin has committed by now, and we see it.
+    earlier = _replays(session, moves, kind)
+    rows: list[Transfer] = []
+    for move in moves:
+        debit, credit = accounts[move.debit_account_id], accounts[move.credit_account_id]
+        if debit.ledger != credit.ledger:
+            raise InvalidAmount("a transfer cannot cross ledgers")
+        replay = earlier.get(move.idempotency_key or "")
+        if replay is not None:
+            rows.append(replay)
+            continue
+        _check_debit_allowed(debit, move.amount)
+        if kind == "pending":
+            debit.debits_pending += move.amount
+            credit.credits_pending += move.amount
+        else:
+            debit.debits_posted += move.amount
+            credit.credits_posted += move.amount
+        row = Transfer(
+            ledger=debit.ledger,
+            kind=kind,
+            debit_account_id=debit.id,
+            credit_account_id=credit.id,
+            amount=move.amount,
+            idempotency_key=move.idempotency_key,
+            expires_at=expires_at,
+            memo=move.memo[:200],
+            created_at=now,
+        )
+        session.add(row)
+        rows.append(row)
     session.flush()
-    return row
+    return rows
+
+
+def transfers(session: Session, moves: Sequence[Move], *, now: datetime) -> list[Transfer]:
+    """Several moves at once, each posted at once, as one unit: see `_open`."""
+    return _open(session, moves, kind="single", now=now, expires_at=None)
 
 
 def transfer(
@@ -183,17 +276,8 @@ def transfer(
     memo: str = "",
 ) -> Transfer:
     """Move `amount` at once. With an idempotency key, a repeat returns the first transfer."""
-    return _open(
-        session,
-        kind="single",
-        debit_id=debit_account_id,
-        credit_id=credit_account_id,
-        amount=amount,
-        now=now,
-        expires_at=None,
-        idempotency_key=idempotency_key,
-        memo=memo,
-    )
+    move = Move(debit_account_id, credit_account_id, amount, idempotency_key, memo)
+    return transfers(session, [move], now=now)[0]
 
 
 def reserve(
@@ -210,17 +294,8 @@ def reserve(
     """Create a pending transfer: the amount is held, counted as spent, until settled."""
     if expires_at <= now:
         raise InvalidAmount("a reservation must expire in the future")
-    return _open(
-        session,
-        kind="pending",
-        debit_id=debit_account_id,
-        credit_id=credit_account_id,
-        amount=amount,
-        now=now,
-        expires_at=expires_at,
-        idempotency_key=idempotency_key,
-        memo=memo,
-    )
+    move = Move(debit_account_id, credit_account_id, amount, idempotency_key, memo)
+    return _open(session, [move], kind="pending", now=now, expires_at=expires_at)[0]
 
 
 def settlement_of(session: Session, pending_id: int) -> Transfer | None:
@@ -297,6 +372,12 @@ def expire_due(
     Every account involved is locked first, in one id-ordered statement: two sweepers
     (one per server process) settling overlapping lists can then never deadlock.
     """
+    if debit_account_id is not None:
+        account = session.get(LedgerAccount, debit_account_id)
+        if account is not None and account.debits_pending == 0:
+            # Nothing is reserved on it, so nothing can be due: skip the search, which
+            # reads every reservation whose time has passed, settled or not.
+            return []
     due = unsettled_due(session, now=now, limit=limit, debit_account_id=debit_account_id)
     if not due:
         return []

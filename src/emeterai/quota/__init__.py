@@ -17,7 +17,14 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from emeterai.errors import InvalidAmount, InvalidIdempotencyKey
-from emeterai.ledger import LEDGER_QUOTA, LedgerAccount, open_account, transfer
+from emeterai.ledger import (
+    LEDGER_QUOTA,
+    AccountSpec,
+    LedgerAccount,
+    open_account,
+    open_accounts,
+    transfer,
+)
 
 __all__ = [
     "QuotaAccounts",
@@ -79,22 +86,19 @@ def issuer_supply(session: Session, *, now: datetime) -> LedgerAccount:
 
 
 def quota_accounts(session: Session, account_id: int, *, now: datetime) -> QuotaAccounts:
-    quota = open_account(
+    quota, used = open_accounts(
         session,
-        code=f"user:{account_id}:quota",
-        ledger=LEDGER_QUOTA,
-        kind="user_quota",
-        owner_account_id=account_id,
+        [
+            AccountSpec(f"user:{account_id}:quota", LEDGER_QUOTA, "user_quota", account_id),
+            AccountSpec(
+                f"user:{account_id}:quota:used",
+                LEDGER_QUOTA,
+                "user_quota_used",
+                account_id,
+                debits_must_not_exceed_credits=False,
+            ),
+        ],
         now=now,
-    )
-    used = open_account(
-        session,
-        code=f"user:{account_id}:quota:used",
-        ledger=LEDGER_QUOTA,
-        kind="user_quota_used",
-        owner_account_id=account_id,
-        now=now,
-        debits_must_not_exceed_credits=False,
     )
     return QuotaAccounts(quota=quota, used=used)
 
