@@ -6,7 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import event, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,13 +20,19 @@ from emeterai.errors import (
     TransferConflict,
 )
 from emeterai.ledger import (
+    AccountSpec,
     LedgerAccount,
+    Move,
     Transfer,
     balance_of,
     expire_due,
+    lock_accounts,
+    open_account,
+    open_accounts,
     post_pending,
     reserve,
     transfer,
+    transfers,
     void_pending,
 )
 from emeterai.migrate import upgrade_database
@@ -153,6 +159,126 @@ def test_database_refuses_a_second_settlement(runtime: Runtime) -> None:
             ),
             {"d": hold.debit_account_id, "c": hold.credit_account_id, "p": hold.id, "now": now},
         )
+
+
+class _Statements:
+    """Counts the SQL statements an engine runs, to check what a step asks the database."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.count = 0
+        event.listen(runtime.engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, *_: object) -> None:
+        self.count += 1
+
+    def since(self, start: int) -> int:
+        return self.count - start
+
+
+def test_a_batch_applies_in_order_replays_and_refuses_a_reused_key(runtime: Runtime) -> None:
+    now = runtime.clock.now()
+    user = _user(runtime)
+    with transaction(runtime.sessions) as session:
+        supply = issuer_supply(session, now=now).id
+        accounts = quota_accounts(session, user, now=now)
+        quota, used = accounts.quota.id, accounts.used.id
+    # The second move spends what the first one credits: moves apply in order.
+    batch = [Move(supply, quota, 3, "in"), Move(quota, used, 2, "out", "spend")]
+    with transaction(runtime.sessions) as session:
+        first = [row.id for row in transfers(session, batch, now=now)]
+    with transaction(runtime.sessions) as session:
+        assert [row.id for row in transfers(session, batch, now=now)] == first
+        assert balance_of(session, quota).available == 1
+        assert session.get(Transfer, first[1]).memo == "spend"  # type: ignore[union-attr]
+    for reused in ([Move(supply, quota, 4, "in")], [Move(supply, quota, 1, "x")] * 2):
+        with pytest.raises(IdempotencyConflict), transaction(runtime.sessions) as session:
+            transfers(session, reused, now=now)
+
+
+def test_a_refused_move_takes_the_whole_batch_back(runtime: Runtime) -> None:
+    now = runtime.clock.now()
+    user = _user(runtime)
+    with transaction(runtime.sessions) as session:
+        supply = issuer_supply(session, now=now).id
+        accounts = quota_accounts(session, user, now=now)
+        quota, used = accounts.quota.id, accounts.used.id
+    batch = [Move(supply, quota, 1), Move(quota, used, 2)]
+    with pytest.raises(ExceedsCredits), transaction(runtime.sessions) as session:
+        transfers(session, batch, now=now)
+    with transaction(runtime.sessions) as session:
+        assert balance_of(session, quota) == balance_of(session, used)  # both untouched
+        assert balance_of(session, quota).credits_posted == 0
+
+
+def test_an_account_is_locked_once_per_transaction(runtime: Runtime) -> None:
+    now = runtime.clock.now()
+    users = [_user(runtime, f"{name}@example.id") for name in ("a", "b")]
+    with transaction(runtime.sessions) as session:
+        a, b = (quota_accounts(session, user, now=now).quota.id for user in users)
+    statements = _Statements(runtime)
+    with transaction(runtime.sessions) as session:
+        session.execute(text("SELECT 1"))  # BEGIN is a statement on SQLite only
+        start = statements.count
+        locked = lock_accounts(session, [a])
+        assert statements.since(start) == 1
+        start = statements.count
+        assert lock_accounts(session, [b, a])[a] is locked[a]
+        assert statements.since(start) == 1, "only b is asked for"
+        start = statements.count
+        lock_accounts(session, [a, b])
+        assert statements.since(start) == 0
+    with transaction(runtime.sessions) as session:
+        session.execute(text("SELECT 1"))
+        start = statements.count
+        with pytest.raises(InvalidAmount), session.begin_nested():
+            lock_accounts(session, [a])
+            raise InvalidAmount("roll the savepoint back")
+        lock_accounts(session, [a])  # a lock taken in a rolled-back savepoint may be gone
+        assert statements.since(start) == 4  # savepoint, lock, rollback to it, lock
+    with transaction(runtime.sessions) as session:  # a new transaction locks anew
+        session.execute(text("SELECT 1"))
+        start = statements.count
+        lock_accounts(session, [a, b])
+        assert statements.since(start) == 1
+
+
+def test_the_expiry_search_is_skipped_when_nothing_is_reserved(
+    runtime: Runtime, clock: FixedClock
+) -> None:
+    user = _user(runtime)
+    now = clock.now()
+    with transaction(runtime.sessions) as session:
+        add_quota(session, user, 2, reference="r", now=now)
+        accounts = quota_accounts(session, user, now=now)
+        quota, used = accounts.quota.id, accounts.used.id
+        post_pending(session, _hold(session, quota, used, now).id, now=now)
+    statements = _Statements(runtime)
+    with transaction(runtime.sessions) as session:
+        lock_accounts(session, [quota])
+        start = statements.count
+        assert expire_due(session, now=now, debit_account_id=quota) == []
+        assert statements.since(start) == 0
+        hold = _hold(session, quota, used, now, seconds=10).id
+    clock.advance(11)
+    with transaction(runtime.sessions) as session:
+        assert expire_due(session, now=clock.now(), debit_account_id=quota) == [hold]
+        assert quota_balance(session, user, now=clock.now()).available == 1
+
+
+def test_open_accounts_finds_or_creates_each_once(runtime: Runtime) -> None:
+    now = runtime.clock.now()
+    specs = [AccountSpec("test:x", 1, "test"), AccountSpec("test:y", 1, "test", None, False)]
+    with transaction(runtime.sessions) as session:
+        x = open_account(session, code="test:x", ledger=1, kind="test", now=now)
+    with transaction(runtime.sessions) as session:
+        found = open_accounts(session, specs, now=now)
+        assert [account.code for account in found] == ["test:x", "test:y"]
+        assert found[0].id == x.id
+        assert not found[1].debits_must_not_exceed_credits
+    with transaction(runtime.sessions) as session:
+        assert [account.id for account in open_accounts(session, specs, now=now)] == [
+            account.id for account in found
+        ]
 
 
 def test_parallel_reservations_never_overdraw_postgres(postgres_url: str) -> None:

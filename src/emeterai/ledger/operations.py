@@ -25,9 +25,10 @@ AMOUNT_MAX = 10**15  # far above any real quota or rupiah amount, far below BIGI
 SETTLEMENT_KINDS = ("post", "void", "expire")
 
 # The accounts each open transaction (or savepoint) has locked. A lock lasts until its
-# transaction ends; a savepoint's set goes with it, since rolling back to a savepoint may
-# release what was locked inside it.
-_LOCKED: WeakKeyDictionary[SessionTransaction, set[int]] = WeakKeyDictionary()
+# transaction ends; a savepoint's entries go with it, since rolling back to a savepoint
+# may release what was locked inside it. The objects are held here because a session
+# keeps only weak references to them.
+_LOCKED: WeakKeyDictionary[SessionTransaction, dict[int, LedgerAccount]] = WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -111,13 +112,13 @@ def open_account(
     return open_accounts(session, [spec], now=now)[0]
 
 
-def _held_locks(session: Session) -> tuple[SessionTransaction | None, set[int]]:
+def _held_locks(session: Session) -> tuple[SessionTransaction | None, dict[int, LedgerAccount]]:
     """The innermost open transaction, and the accounts it and its parents have locked."""
     current = session.get_nested_transaction() or session.get_transaction()
-    held: set[int] = set()
+    held: dict[int, LedgerAccount] = {}
     step = current
     while step is not None:
-        held |= _LOCKED.get(step, set())
+        held.update(_LOCKED.get(step, {}))
         step = step.parent
     return current, held
 
@@ -130,7 +131,6 @@ def lock_accounts(session: Session, account_ids: Sequence[int]) -> dict[int, Led
     ids = sorted(set(account_ids))
     current, held = _held_locks(session)
     missing = [account_id for account_id in ids if account_id not in held]
-    found: dict[int, LedgerAccount] = {}
     if missing:
         rows = session.scalars(
             select(LedgerAccount)
@@ -139,17 +139,14 @@ def lock_accounts(session: Session, account_ids: Sequence[int]) -> dict[int, Led
             .with_for_update()
             .execution_options(populate_existing=True)
         ).all()
-        found = {row.id: row for row in rows}
+        fresh = {row.id: row for row in rows}
         if current is not None:
-            _LOCKED.setdefault(current, set()).update(found)
+            _LOCKED.setdefault(current, {}).update(fresh)
+        held.update(fresh)
     for account_id in ids:
-        account = found.get(account_id) or (
-            session.get(LedgerAccount, account_id) if account_id in held else None
-        )
-        if account is None:
+        if account_id not in held:
             raise LedgerAccountNotFound(f"ledger account {account_id} does not exist")
-        found[account_id] = account
-    return found
+    return {account_id: held[account_id] for account_id in ids}
 
 
 def _check_amount(amount: int) -> None:
