@@ -298,7 +298,7 @@ async def my_create_order(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> dict[str, Any]:
     """Buy stamps in the issuer's shop. With the sandbox on, `payment` says how to pay."""
-    from emeterai.channels.management import lock_channel, shop_channel
+    from emeterai.channels.management import shop_channel
     from emeterai.channels.orders import create_order
 
     runtime = runtime_of(request)
@@ -306,7 +306,7 @@ async def my_create_order(
     def work() -> dict[str, Any]:
         with transaction(runtime.sessions) as session:
             now = runtime.clock.now()
-            shop = lock_channel(session, shop_channel(session, runtime.settings, now=now).id)
+            shop = shop_channel(session, runtime.settings, now=now)  # it always can sell
             order = create_order(
                 session, shop, account_id, body.count, now=now, request_key=idempotency_key
             )

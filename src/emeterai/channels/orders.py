@@ -122,10 +122,11 @@ def create_order(
         created_at=now,
         expires_at=now + timedelta(seconds=channel.order_ttl_s),
     )
+    session.add(order)
     try:
-        with session.begin_nested():
-            session.add(order)
+        session.flush()
     except IntegrityError as error:
+        # Only a concurrent twin can collide; the caller's transaction rolls back whole.
         raise IdempotencyConflict("a concurrent request with this key made the order") from error
     add_event(
         session,

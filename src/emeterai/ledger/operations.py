@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from weakref import WeakKeyDictionary
@@ -56,15 +56,22 @@ class AccountSpec:
 
 
 def open_accounts(
-    session: Session, specs: Sequence[AccountSpec], *, now: datetime
+    session: Session, specs: Sequence[AccountSpec], *, now: datetime, lock: bool = False
 ) -> list[LedgerAccount]:
     """The accounts named by `specs`, in order, creating those that do not exist yet
-    (idempotent). One read finds them all, and one savepoint creates the missing ones."""
+    (idempotent). One read finds them all, and one savepoint creates the missing ones.
+
+    With `lock`, that read locks them too, as `lock_accounts` would (a row this
+    transaction creates is its own until it commits)."""
     codes = [spec.code for spec in specs]
-    found = {
-        row.code: row
-        for row in session.scalars(select(LedgerAccount).where(LedgerAccount.code.in_(codes)))
-    }
+    query = select(LedgerAccount).where(LedgerAccount.code.in_(codes))
+    if lock:
+        query = (
+            query.order_by(LedgerAccount.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    found = {row.code: row for row in session.scalars(query)}
     missing = [spec for spec in specs if spec.code not in found]
     if missing:
         made = {
@@ -88,12 +95,9 @@ def open_accounts(
             found.update(made)
         except IntegrityError:
             # A concurrent transaction created one first; theirs are the accounts.
-            found = {
-                row.code: row
-                for row in session.scalars(
-                    select(LedgerAccount).where(LedgerAccount.code.in_(codes))
-                )
-            }
+            found = {row.code: row for row in session.scalars(query)}
+    if lock:
+        _remember_locks(session, found.values())
     return [found[code] for code in codes]
 
 
@@ -112,15 +116,24 @@ def open_account(
     return open_accounts(session, [spec], now=now)[0]
 
 
-def _held_locks(session: Session) -> tuple[SessionTransaction | None, dict[int, LedgerAccount]]:
-    """The innermost open transaction, and the accounts it and its parents have locked."""
-    current = session.get_nested_transaction() or session.get_transaction()
+def _held_locks(session: Session) -> dict[int, LedgerAccount]:
+    """The accounts the open transaction and its open savepoints have locked."""
     held: dict[int, LedgerAccount] = {}
-    step = current
+    step = session.get_nested_transaction() or session.get_transaction()
     while step is not None:
         held.update(_LOCKED.get(step, {}))
         step = step.parent
-    return current, held
+    return held
+
+
+def _remember_locks(
+    session: Session, accounts: Iterable[LedgerAccount]
+) -> dict[int, LedgerAccount]:
+    fresh = {account.id: account for account in accounts}
+    current = session.get_nested_transaction() or session.get_transaction()
+    if current is not None:
+        _LOCKED.setdefault(current, {}).update(fresh)
+    return fresh
 
 
 def lock_accounts(session: Session, account_ids: Sequence[int]) -> dict[int, LedgerAccount]:
@@ -129,7 +142,7 @@ def lock_accounts(session: Session, account_ids: Sequence[int]) -> dict[int, Led
     An account this transaction has already locked is not asked for again: nobody else
     can have changed it since, so the session's copy is current."""
     ids = sorted(set(account_ids))
-    current, held = _held_locks(session)
+    held = _held_locks(session)
     missing = [account_id for account_id in ids if account_id not in held]
     if missing:
         rows = session.scalars(
@@ -139,10 +152,7 @@ def lock_accounts(session: Session, account_ids: Sequence[int]) -> dict[int, Led
             .with_for_update()
             .execution_options(populate_existing=True)
         ).all()
-        fresh = {row.id: row for row in rows}
-        if current is not None:
-            _LOCKED.setdefault(current, {}).update(fresh)
-        held.update(fresh)
+        held.update(_remember_locks(session, rows))
     for account_id in ids:
         if account_id not in held:
             raise LedgerAccountNotFound(f"ledger account {account_id} does not exist")

@@ -85,7 +85,10 @@ def issuer_supply(session: Session, *, now: datetime) -> LedgerAccount:
     )
 
 
-def quota_accounts(session: Session, account_id: int, *, now: datetime) -> QuotaAccounts:
+def quota_accounts(
+    session: Session, account_id: int, *, now: datetime, lock: bool = False
+) -> QuotaAccounts:
+    """The user's two quota accounts, opened on first use; locked too with `lock`."""
     quota, used = open_accounts(
         session,
         [
@@ -99,6 +102,7 @@ def quota_accounts(session: Session, account_id: int, *, now: datetime) -> Quota
             ),
         ],
         now=now,
+        lock=lock,
     )
     return QuotaAccounts(quota=quota, used=used)
 

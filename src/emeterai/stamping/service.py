@@ -40,7 +40,7 @@ from emeterai.errors import (
     TransferConflict,
 )
 from emeterai.faults import fault_point
-from emeterai.ledger import expire_due, lock_accounts, post_pending, reserve, void_pending
+from emeterai.ledger import expire_due, post_pending, reserve, void_pending
 from emeterai.pdf import STAMP_SIZE_PT, Placement, check_placement, inspect_pdf
 from emeterai.quota import quota_accounts
 from emeterai.serials import Serial, generate_serial, normalise_serial
@@ -195,10 +195,9 @@ def reserve_stamp(
     ttl_s: int,
 ) -> Reservation | Stamp:
     """Hold one quota and mint its serial; or return the stamp an earlier retry made."""
-    accounts = quota_accounts(session, request.account_id, now=now)
     # Lock first: a concurrent twin with the same idempotency key waits here, then sees
     # our serial in _replay instead of racing us into the unique index.
-    lock_accounts(session, [accounts.quota.id, accounts.used.id])
+    accounts = quota_accounts(session, request.account_id, now=now, lock=True)
     # Our own overdue reservations come back first, so they can pay for this one.
     release_expired(session, now=now, limit=100, debit_account_id=accounts.quota.id)
     if request.idempotency_key is not None:
@@ -214,8 +213,7 @@ def reserve_stamp(
             amount=1,
             now=now,
             expires_at=now + timedelta(seconds=ttl_s),
-            idempotency_key=f"stamp:{serial}",
-            memo=f"stamp {serial}",
+            memo=f"stamp {serial}",  # no key: the serial is new, and its row is unique
         )
     except ExceedsCredits as error:
         raise QuotaExhausted("this account has no e-Meterai quota left") from error
