@@ -11,10 +11,15 @@ from emeterai.admission.controller import (
     DEMAND_TARGET,
     FLOOR,
     GAIN,
+    GROW_BELOW,
+    GROW_COOLDOWN_S,
+    SETPOINT,
+    SHRINK_COOLDOWN_S,
     STEP_MAX,
     STEP_MAX_IDLE,
     STEP_MIN,
     CapacityController,
+    SlotSizer,
     percentile,
 )
 from emeterai.admission.limits import KeyedRateLimiter
@@ -248,6 +253,49 @@ def test_slots_bound_the_holders_and_the_waiters() -> None:
         return [refused, got, timed_out]
 
     assert asyncio.run(scenario()) == [False, True, False]
+
+
+def test_resized_slots_wake_waiters_at_once_and_shrink_as_work_finishes() -> None:
+    async def scenario() -> None:
+        slots = Slots(1, waiters_max=2)
+        assert await slots.acquire(0)
+        waiters = [asyncio.create_task(slots.acquire(5)) for _ in range(2)]
+        await asyncio.sleep(0)
+        slots.resize(3)  # two more slots: both waiters get one now
+        assert await asyncio.gather(*waiters) == [True, True]
+        assert (slots.in_use, slots.waiters_max) == (3, 6)
+        slots.resize(1)  # nobody is interrupted; the next two releases free slots
+        waiter = asyncio.create_task(slots.acquire(5))
+        await asyncio.sleep(0)
+        slots.release()
+        slots.release()
+        assert not waiter.done() and slots.in_use == 1
+        slots.release()  # now at the new limit: the slot passes to the waiter
+        assert await waiter
+        assert slots.in_use == 1
+
+    asyncio.run(scenario())
+
+
+def test_slot_sizer_grows_with_headroom_and_shrinks_on_latency() -> None:
+    sizer = SlotSizer(2, 4)
+    target = 2.0
+    fast = GROW_BELOW * target / 2
+    assert sizer.update(100, p99_s=fast, target_s=target, demand=0.5) == 2  # slots not full
+    assert sizer.update(101, p99_s=None, target_s=target, demand=3.0) == 2  # too few stamps
+    assert sizer.update(102, p99_s=fast, target_s=target, demand=3.0) == 3
+    assert sizer.update(103, p99_s=fast, target_s=target, demand=3.0) == 3  # latencies of 3
+    assert sizer.update(102 + GROW_COOLDOWN_S, p99_s=fast, target_s=target, demand=3.0) == 4
+    assert sizer.update(200, p99_s=fast, target_s=target, demand=3.0) == 4  # the ceiling
+    slow = SETPOINT * target * 1.1
+    assert sizer.update(201, p99_s=slow, target_s=target, demand=3.0) == 3
+    assert sizer.update(202, p99_s=slow, target_s=target, demand=3.0) == 3  # cooldown
+    assert sizer.update(201 + SHRINK_COOLDOWN_S, p99_s=slow, target_s=target, demand=3.0) == 2
+    assert sizer.update(300, p99_s=slow, target_s=target, demand=3.0) == 2  # the floor
+    pinned = SlotSizer(3, 3)
+    assert pinned.update(100, p99_s=fast, target_s=target, demand=9.0) == 3
+    with pytest.raises(ValueError):
+        SlotSizer(3, 2)
 
 
 def test_incidents_are_runs_of_bad_minutes() -> None:

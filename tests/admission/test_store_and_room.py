@@ -109,7 +109,7 @@ def make_room(store: AdmissionStore, runtime: Runtime, clock: Clock, **overrides
         admission,
         keys=keys,
         store=store,
-        inflight_max=2,
+        slot_bounds=(2, 2),
         classify=lambda tokens: lanes_of_tokens(runtime.sessions, tokens),
         clock=clock,
     )

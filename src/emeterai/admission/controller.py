@@ -19,7 +19,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["CapacityController", "ControllerState", "percentile"]
+__all__ = ["CapacityController", "ControllerState", "SlotSizer", "percentile"]
 
 LATENCY_WINDOW_S = 5.0
 BUSY_WINDOW_S = 3.0
@@ -65,6 +65,12 @@ CEILING_GROWTH = 1.08  # at the ceiling and still not saturated: the estimate wa
 # idle slots they leave would bring them all at once when they wake.
 SHOWN_MIN = 0.6
 STAMP_SAMPLES_MIN = 5
+# Slots follow the latency headroom (`SlotSizer`): one more while the slots are full and
+# the stamp p99 is under GROW_BELOW of the target, one fewer once it passes SETPOINT.
+# Growth waits for latencies measured at the new size; a cut waits less.
+GROW_BELOW = 0.4
+GROW_COOLDOWN_S = 5.0
+SHRINK_COOLDOWN_S = 2.0
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -145,6 +151,12 @@ class CapacityController:
                 queue.popleft()
         while self._latencies and self._latencies[0][0] < now - LATENCY_WINDOW_S:
             self._latencies.popleft()
+
+    def stamp_p99_s(self, now: float) -> float | None:
+        """The p99 of the stamps in the window; None until there are enough of them."""
+        self._trim(now)
+        stamps = [latency for _, latency, stamp in self._latencies if stamp]
+        return percentile(stamps, 0.99) if len(stamps) >= STAMP_SAMPLES_MIN else None
 
     def p99_s(self) -> float:
         stamps = [latency for _, latency, stamp in self._latencies if stamp]
@@ -253,3 +265,37 @@ class CapacityController:
             decision=decision,
         )
         return self.last
+
+
+class SlotSizer:
+    """How much protected work a process takes at once: as much as it can finish within
+    the latency target. It starts at `low` (one slot per signing process) and moves one
+    slot at a time within [low, high], by the stamps' p99 while every slot is taken.
+    SQLite's write lock or the CPUs saturate first on one machine or another; the
+    latency shows either. With low == high the number is pinned."""
+
+    def __init__(self, low: int, high: int) -> None:
+        if not 1 <= low <= high:
+            raise ValueError("the slot bounds must satisfy 1 <= low <= high")
+        self.low, self.high = low, high
+        self.limit = low
+        self._changed_at = -math.inf
+
+    def update(self, now: float, *, p99_s: float | None, target_s: float, demand: float) -> int:
+        """Called with the controller, about once a second; returns the new limit."""
+        if p99_s is None or self.low == self.high:
+            return self.limit
+        since = now - self._changed_at
+        if p99_s > SETPOINT * target_s:
+            if self.limit > self.low and since >= SHRINK_COOLDOWN_S:
+                self.limit -= 1
+                self._changed_at = now
+        elif (
+            p99_s < GROW_BELOW * target_s
+            and demand >= SATURATED
+            and self.limit < self.high
+            and since >= GROW_COOLDOWN_S
+        ):
+            self.limit += 1
+            self._changed_at = now
+        return self.limit

@@ -25,7 +25,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from emeterai.admission.controller import CapacityController
+from emeterai.admission.controller import CapacityController, SlotSizer
 from emeterai.admission.limits import KeyedRateLimiter
 from emeterai.admission.settings import AdmissionSettings
 from emeterai.admission.slots import Slots
@@ -184,7 +184,7 @@ class WaitingRoom:
         *,
         keys: TicketKeys,
         store: AdmissionStore,
-        inflight_max: int,
+        slot_bounds: tuple[int, int],
         classify: Callable[[Collection[str]], dict[str, int]],
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -201,7 +201,8 @@ class WaitingRoom:
             rate_max_per_s=settings.rate_max_per_s,
             pinned_per_s=settings.rate_per_s,
         )
-        self.slots = Slots(inflight_max, waiters_max=WAITERS_PER_SLOT * inflight_max)
+        self.sizer = SlotSizer(*slot_bounds)
+        self.slots = Slots(self.sizer.limit, waiters_max=WAITERS_PER_SLOT * self.sizer.limit)
         self.other_slots = Slots(settings.other_inflight_max, waiters_max=0)
         keys_max = settings.limiter_keys_max
         self.binding_limiter = KeyedRateLimiter(
@@ -265,15 +266,22 @@ class WaitingRoom:
 
     def control(self) -> None:
         utilisation, backlog = self.slots.load()
+        now = self.clock()
+        stamp_p99_s = self.controller.stamp_p99_s(now)  # before update() may clear it
         state = self.controller.update(
-            self.clock(),
+            now,
             waiting=self.snapshot.queue_length,
             utilisation=utilisation,
             backlog=backlog,
         )
+        limit = self.sizer.update(
+            now, p99_s=stamp_p99_s, target_s=self.settings.latency_target_s, demand=state.demand
+        )
+        if limit != self.slots.limit:
+            self.slots.resize(limit)
         log.debug(
             "admission control: %s rate=%.2f/s capacity=%.2f/s p99=%.3fs demand=%.2f busy=%.2f"
-            " waiting=%d",
+            " waiting=%d slots=%d",
             state.decision,
             state.rate_per_s,
             self.controller.capacity_per_s or 0.0,
@@ -281,6 +289,7 @@ class WaitingRoom:
             state.demand,
             state.busy_share,
             self.snapshot.queue_length,
+            limit,
         )
 
     def global_rate_per_s(self) -> float:

@@ -58,6 +58,20 @@ class Slots:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    def resize(self, limit: int) -> None:
+        """A new number of slots. More wakes waiters at once; fewer takes effect as the
+        requests in flight finish (none is interrupted)."""
+        if limit < 1:
+            raise ValueError("at least one slot")
+        self._account()
+        self.waiters_max = self.waiters_max // self.limit * limit
+        self.limit = limit
+        while self._waiters and self.in_use < self.limit:
+            future = self._waiters.popleft()
+            if not future.done():
+                self.in_use += 1
+                future.set_result(None)
+
     async def acquire(self, wait_s: float) -> bool:
         if self.in_use < self.limit and not self._waiters:
             self._account()
@@ -89,11 +103,11 @@ class Slots:
 
     def release(self) -> None:
         self._account()
-        while self._waiters:
+        if self.in_use <= 0:
+            raise RuntimeError("released a slot that was not held")
+        while self._waiters and self.in_use <= self.limit:
             future = self._waiters.popleft()
             if not future.done():
                 future.set_result(None)  # the slot passes straight to the waiter
                 return
-        if self.in_use <= 0:
-            raise RuntimeError("released a slot that was not held")
         self.in_use -= 1

@@ -46,6 +46,8 @@ UNBOUNDED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 CONTROL_EVERY_S = 1.0
 FLUSH_EVERY_S = 10.0
 STATUS_CACHE_S = 5.0
+# Slots a process may grow to, per signing process (docs/admission.md, "Bounded work").
+SLOTS_PER_SIGNER_MAX = 3
 router = APIRouter(include_in_schema=True)
 
 
@@ -84,9 +86,17 @@ def build_waiting_room(
         admission,
         keys=keys,
         store=AdmissionStore.open(store_url(settings, admission)),
-        inflight_max=admission.inflight_max or settings.signing_process_count,
+        slot_bounds=slot_bounds(admission, settings.signing_process_count),
         classify=lambda tokens: lanes_of_tokens(sessions, tokens),
     )
+
+
+def slot_bounds(admission: AdmissionSettings, signing_processes: int) -> tuple[int, int]:
+    """Pinned by EMETERAI_ADMISSION_INFLIGHT_MAX; otherwise from one slot per signing
+    process up to SLOTS_PER_SIGNER_MAX, as the latency allows (SlotSizer)."""
+    if admission.inflight_max:
+        return admission.inflight_max, admission.inflight_max
+    return signing_processes, SLOTS_PER_SIGNER_MAX * signing_processes
 
 
 async def _tick_forever(room: WaitingRoom, metrics: Metrics) -> None:
@@ -106,6 +116,7 @@ async def _tick_forever(room: WaitingRoom, metrics: Metrics) -> None:
             metrics.capacity.set(room.controller.capacity_per_s or 0.0)
             metrics.completed.set(room.controller.completed_per_s())
             metrics.demand.set(room.controller.last.demand)
+            metrics.slots.set(room.slots.limit)
             metrics.observe_write_lock()
         if now - last_flush >= FLUSH_EVERY_S:
             last_flush = now

@@ -68,6 +68,12 @@ class Metrics:
             multiprocess_mode="liveall",
             registry=registry,
         )
+        self.slots = Gauge(
+            "emeterai_protected_slots",
+            "Protected requests a process takes at once, as the latency allows (summed).",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
         self.inflight = Gauge(
             "emeterai_inflight",
             "Requests in flight by kind (summed over processes).",

@@ -545,7 +545,7 @@ def timeline(
         # The controllers' view, per monitor sample (absent without the waiting room).
         **{
             f"controller_{key}": [round(s.get(key, 0.0), 3) for s in samples]
-            for key in ("rate", "capacity_estimate", "completed", "demand", "inflight")
+            for key in ("rate", "capacity_estimate", "completed", "demand", "inflight", "slots")
         },
     }
 
@@ -681,6 +681,7 @@ CONTROLLER_GAUGES = {
     "emeterai_capacity_estimate_per_s": "capacity_estimate",
     "emeterai_protected_completed_per_s": "completed",
     "emeterai_admission_demand": "demand",
+    "emeterai_protected_slots": "slots",
     # A counter (seconds held, summed over the processes): see lock_busy_share.
     "emeterai_db_write_lock_held_seconds_total": "lock_held_s",
 }
