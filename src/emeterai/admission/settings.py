@@ -30,8 +30,8 @@ class AdmissionSettings(BaseSettings):
     rate_initial_per_s: float = Field(default=4.0, gt=0, le=100_000)
     rate_min_per_s: float = Field(default=0.2, gt=0, le=100_000)
     rate_max_per_s: float = Field(default=500.0, gt=0, le=100_000)
-    # Protected requests in flight per process; 0 means one per signing process. More keeps
-    # SQLite's write lock busier but costs stamp latency (docs/admission.md).
+    # Protected requests in flight per process, pinned. 0: they follow the stamp latency,
+    # from one to three per signing process (SlotSizer, docs/admission.md).
     inflight_max: int = Field(default=0, ge=0, le=1024)
     local_wait_s: float = Field(default=1.0, ge=0, le=30)
     # A ticket due within this time is held open until the frontier passes it, rather
