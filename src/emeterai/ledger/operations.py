@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction, aliased
 
@@ -66,11 +66,7 @@ def open_accounts(
     codes = [spec.code for spec in specs]
     query = select(LedgerAccount).where(LedgerAccount.code.in_(codes))
     if lock:
-        query = (
-            query.order_by(LedgerAccount.id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
+        query = _locking(query)
     found = {row.code: row for row in session.scalars(query)}
     missing = [spec for spec in specs if spec.code not in found]
     if missing:
@@ -116,10 +112,21 @@ def open_account(
     return open_accounts(session, [spec], now=now)[0]
 
 
+def _locking(query: Select[LedgerAccount]) -> Select[LedgerAccount]:
+    """The query's accounts locked in ascending id order, and read afresh under the lock."""
+    return (
+        query.order_by(LedgerAccount.id).with_for_update().execution_options(populate_existing=True)
+    )
+
+
+def _innermost(session: Session) -> SessionTransaction | None:
+    return session.get_nested_transaction() or session.get_transaction()
+
+
 def _held_locks(session: Session) -> dict[int, LedgerAccount]:
     """The accounts the open transaction and its open savepoints have locked."""
     held: dict[int, LedgerAccount] = {}
-    step = session.get_nested_transaction() or session.get_transaction()
+    step = _innermost(session)
     while step is not None:
         held.update(_LOCKED.get(step, {}))
         step = step.parent
@@ -130,7 +137,7 @@ def _remember_locks(
     session: Session, accounts: Iterable[LedgerAccount]
 ) -> dict[int, LedgerAccount]:
     fresh = {account.id: account for account in accounts}
-    current = session.get_nested_transaction() or session.get_transaction()
+    current = _innermost(session)
     if current is not None:
         _LOCKED.setdefault(current, {}).update(fresh)
     return fresh
@@ -146,11 +153,7 @@ def lock_accounts(session: Session, account_ids: Sequence[int]) -> dict[int, Led
     missing = [account_id for account_id in ids if account_id not in held]
     if missing:
         rows = session.scalars(
-            select(LedgerAccount)
-            .where(LedgerAccount.id.in_(missing))
-            .order_by(LedgerAccount.id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
+            _locking(select(LedgerAccount).where(LedgerAccount.id.in_(missing)))
         ).all()
         held.update(_remember_locks(session, rows))
     for account_id in ids:
