@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 
 import pytest
@@ -15,7 +17,7 @@ from emeterai.admission.room import RequestFacts, WaitingRoom, lanes_of_tokens
 from emeterai.admission.settings import AdmissionSettings
 from emeterai.admission.store import AdmissionStore, Sample
 from emeterai.admission.tickets import LANE_NEW, LANE_PAID, LANE_PROGRESS, TicketKeys
-from emeterai.api.admission import store_url
+from emeterai.api.admission import prepare_store, store_url
 from emeterai.config import Settings
 from emeterai.db import transaction
 from emeterai.quota import add_quota
@@ -311,3 +313,21 @@ def test_etas_follow_the_faster_of_the_long_and_the_recent_frontier_speed(
     assert room.eta_s(100) == pytest.approx(10.0)
     run(10, 1.0)  # slower again: the 30 s mean (about 3/s) beats the last 5 s
     assert 2.5 < room.global_rate_per_s() < 4.0
+
+
+def test_serve_prepares_the_store_before_its_workers_start(settings: Settings) -> None:
+    """`emeterai serve` creates the store once, so that its workers never race to create
+    it (on SQLite, switching a new file to WAL fails when another process holds it)."""
+    url = store_url(settings, AdmissionSettings())
+    prepare_store(settings)
+    if url.startswith("sqlite"):
+        path = url.removeprefix("sqlite:///")
+        with closing(sqlite3.connect(path)) as connection:  # not through the store's engine
+            assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert connection.execute("SELECT count(*) FROM admission_lanes").fetchone() == (3,)
+    prepare_store(settings)  # a second start finds it ready
+    store = AdmissionStore.open(url)
+    try:
+        assert store.snapshot(now_ms=NOW_MS).queue_length == 0
+    finally:
+        store.close()

@@ -35,6 +35,7 @@ __all__ = [
     "AdmissionMiddleware",
     "admission_lifespan",
     "build_waiting_room",
+    "prepare_store",
     "router",
 ]
 
@@ -57,6 +58,13 @@ def store_url(settings: Settings, admission: AdmissionSettings) -> str:
     if settings.database_url and not settings.database_url.startswith("sqlite"):
         return settings.database_url
     return f"sqlite:///{(settings.data_dir / 'admission.db').resolve()}"
+
+
+def prepare_store(settings: Settings) -> None:
+    """Create the admission store (and, on SQLite, switch it to WAL) once, before the
+    workers start: N workers creating a new SQLite file at the same moment can fail in
+    `PRAGMA journal_mode=WAL`, which takes the file's exclusive lock without waiting."""
+    AdmissionStore.open(store_url(settings, AdmissionSettings())).close()
 
 
 def read_sessions(url: str) -> Any:

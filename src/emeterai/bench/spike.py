@@ -846,6 +846,11 @@ def run_spike(
             )
         finally:
             server.stop()
+        if measured <= 0:
+            raise RuntimeError(
+                f"the server finished no applicant while its capacity was measured ({when});"
+                f" see its log, {log}"
+            )
         progress(f"capacity ({when}): {measured:.2f} applicants/s")
         return measured
 

@@ -130,6 +130,9 @@ def serve(
         os.environ["EMETERAI_ADMISSION_ENABLED"] = "false"
     if admission_rate is not None:
         os.environ["EMETERAI_ADMISSION_RATE_PER_S"] = str(admission_rate)
+    from emeterai.api.admission import prepare_store
+
+    prepare_store(settings)
     # Metrics of all workers are summed through files here (prometheus_client multiprocess).
     metrics_dir = tempfile.mkdtemp(prefix="emeterai-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
